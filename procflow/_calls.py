@@ -1,0 +1,118 @@
+"""A task call on its way through the scheduler, and the future markers in arguments.
+
+Futures passed as arguments (also inside lists, tuples and dict values) are replaced at
+call time by a marker ``{FUTURE_MARKER: producer_call_id}``, which is what the call's
+identity is computed from; at dispatch the markers are replaced by the producers' JSON
+values.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ._futures import TaskFuture
+from ._keys import FUTURE_MARKER
+
+if TYPE_CHECKING:
+    from ._policies import RetryPolicy
+    from ._run import Run
+    from ._task import Task
+
+__all__ = ["Call", "mark_futures", "substitute"]
+
+_SCALARS = (str, int, float, bool, type(None))
+
+
+class Call:
+    """One call: its identity, its JSON-shaped arguments, its future and its progress."""
+
+    __slots__ = (
+        "args",
+        "attempt",
+        "attempts",
+        "call_id",
+        "deps",
+        "executor",
+        "future",
+        "kwargs",
+        "pending",
+        "policy",
+        "run",
+        "started",
+        "task",
+    )
+
+    def __init__(
+        self,
+        run: Run,
+        task: Task[Any, Any],
+        call_id: str,
+        args: list[Any],
+        kwargs: dict[str, Any],
+        deps: list[TaskFuture[Any]],
+        future: TaskFuture[Any],
+        executor: str,
+        policy: RetryPolicy | None,
+    ) -> None:
+        self.run = run
+        self.task = task
+        self.call_id = call_id
+        self.args = args
+        self.kwargs = kwargs
+        self.deps = deps
+        self.future = future
+        self.executor = executor
+        self.policy = policy
+        self.attempt = 1
+        self.pending = 0
+        self.started = 0.0
+        # One dict per finished attempt (pid, start, end, cpu, error): the store keeps it.
+        self.attempts: list[dict[str, Any]] = []
+
+    def __repr__(self) -> str:
+        return f"<Call {self.task.name!r} {self.call_id[:12]} attempt {self.attempt}>"
+
+
+def mark_futures(value: Any, deps: list[TaskFuture[Any]]) -> Any:
+    """``value`` with every TaskFuture inside replaced by its marker (copied only if any)."""
+    kind = type(value)
+    if kind in _SCALARS:
+        return value
+    if isinstance(value, TaskFuture):
+        if not value.call_id:
+            raise TypeError(
+                "a future from procflow.gather() cannot be a task argument; pass the list "
+                "of task futures itself"
+            )
+        deps.append(value)
+        return {FUTURE_MARKER: value.call_id}
+    if kind is list or kind is tuple:
+        before = len(deps)
+        items = [mark_futures(v, deps) for v in value]
+        return items if len(deps) != before else value
+    if kind is dict:
+        before = len(deps)
+        marked = {k: mark_futures(v, deps) for k, v in value.items()}
+        return marked if len(deps) != before else value
+    return value
+
+
+def substitute(plain: Any, values: dict[str, Any]) -> Any:
+    """``plain`` with each marker replaced by the JSON value of the call it names."""
+    kind = type(plain)
+    if kind is list:
+        return [substitute(v, values) for v in plain]
+    if kind is dict:
+        if len(plain) == 1 and FUTURE_MARKER in plain:
+            return values[plain[FUTURE_MARKER]]
+        return {k: substitute(v, values) for k, v in plain.items()}
+    return plain
+
+
+def has_marker(plain: Any) -> bool:
+    kind = type(plain)
+    if kind is dict:
+        return FUTURE_MARKER in plain or any(has_marker(v) for v in plain.values())
+    if kind is list or kind is tuple:
+        return any(has_marker(v) for v in plain)
+    return False

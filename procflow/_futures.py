@@ -1,0 +1,138 @@
+"""``TaskFuture`` and the helpers that wait on futures.
+
+A ``TaskFuture`` is a ``concurrent.futures.Future``: the scheduler thread resolves it,
+after the call's checkpoint is durable, with the JSON round-trip value of the result.
+``cancel()`` works only before dispatch, because dispatching marks the future running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures as cf
+from collections.abc import Generator, Iterable, Iterator
+from typing import Any, Generic, TypeVar
+
+__all__ = [
+    "ALL_COMPLETED",
+    "FIRST_COMPLETED",
+    "FIRST_EXCEPTION",
+    "TaskFuture",
+    "as_completed",
+    "gather",
+    "wait",
+]
+
+T = TypeVar("T")
+
+FIRST_COMPLETED = cf.FIRST_COMPLETED
+FIRST_EXCEPTION = cf.FIRST_EXCEPTION
+ALL_COMPLETED = cf.ALL_COMPLETED
+
+# On 3.10 concurrent.futures raises its own TimeoutError class; API.md promises the
+# builtin, which it became (an alias) in 3.11.
+_CF_TIMEOUT: type[BaseException] = cf.TimeoutError
+
+
+class TaskFuture(cf.Future[T], Generic[T]):
+    """The pending result of one task call.
+
+    ``call_id`` identifies the call within its run; ``task_name`` is the task identity.
+    ``plain`` holds the JSON-shaped value the result was built from, which dependent
+    calls receive as their argument (set by the scheduler before resolution).
+    """
+
+    def __init__(self, task_name: str = "", call_id: str = "") -> None:
+        super().__init__()
+        self.task_name = task_name
+        self.call_id = call_id
+        self.plain: Any = None
+        # Set when someone looked at the outcome; a failure nobody looked at is warned
+        # about when the run ends.
+        self.observed = False
+
+    def result(self, timeout: float | None = None) -> T:
+        self.observed = True
+        try:
+            return super().result(timeout)
+        except _CF_TIMEOUT as exc:
+            if isinstance(exc, TimeoutError):
+                raise
+            raise TimeoutError(str(exc) or "timed out waiting for the task") from None
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        self.observed = True
+        try:
+            return super().exception(timeout)
+        except _CF_TIMEOUT as exc:
+            if isinstance(exc, TimeoutError):
+                raise
+            raise TimeoutError(str(exc) or "timed out waiting for the task") from None
+
+    def __await__(self) -> Generator[Any, None, T]:
+        self.observed = True
+        return asyncio.wrap_future(self).__await__()
+
+    def __repr__(self) -> str:
+        with self._condition:
+            state = self._state.lower()
+        return f"<TaskFuture {self.task_name!r} call={self.call_id[:12]!r} {state}>"
+
+
+def wait(
+    futures: Iterable[cf.Future[Any]],
+    timeout: float | None = None,
+    return_when: str = ALL_COMPLETED,
+) -> cf._base.DoneAndNotDoneFutures[Any]:
+    """``concurrent.futures.wait`` for task futures (same arguments and result)."""
+    futures = list(futures)
+    for fut in futures:
+        if isinstance(fut, TaskFuture):
+            fut.observed = True
+    return cf.wait(futures, timeout=timeout, return_when=return_when)
+
+
+def as_completed(
+    futures: Iterable[cf.Future[T]], timeout: float | None = None
+) -> Iterator[cf.Future[T]]:
+    """``concurrent.futures.as_completed``; its timeout raises the builtin TimeoutError."""
+    futures = list(futures)
+    for fut in futures:
+        if isinstance(fut, TaskFuture):
+            fut.observed = True
+    try:
+        yield from cf.as_completed(futures, timeout=timeout)
+    except _CF_TIMEOUT as exc:
+        if isinstance(exc, TimeoutError):
+            raise
+        raise TimeoutError(str(exc)) from None
+
+
+def gather(*futures: cf.Future[Any]) -> TaskFuture[list[Any]]:
+    """One future of the list of results, failing with the first failure (in call order)."""
+    combined: TaskFuture[list[Any]] = TaskFuture("gather", "")
+    if not futures:
+        combined.set_result([])
+        return combined
+    remaining = [len(futures)]
+
+    def on_done(_: cf.Future[Any]) -> None:
+        # Callbacks may run in several threads at once: count under the future's lock.
+        with combined._condition:
+            remaining[0] -= 1
+            last = remaining[0] == 0
+        if not last:
+            return
+        for fut in futures:
+            if fut.cancelled():
+                combined.set_exception(cf.CancelledError(f"{fut!r} was cancelled"))
+                return
+            exc = fut.exception()
+            if exc is not None:
+                combined.set_exception(exc)
+                return
+        combined.set_result([fut.result() for fut in futures])
+
+    for fut in futures:
+        fut.add_done_callback(on_done)
+    return combined
+

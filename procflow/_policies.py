@@ -1,0 +1,99 @@
+"""Retry and cache policies: frozen values and pure decisions (no sleeping, no clocks).
+
+The scheduler asks ``RetryPolicy.should_retry`` and ``RetryPolicy.delay`` and does the
+waiting itself on its deadline heap, so a back-off never blocks other calls, and tests
+inject the random source instead of waiting.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Union
+
+from .errors import NotSerializableError, OutsideRunError, TaskError
+
+__all__ = ["CachePolicy", "RetryPolicy"]
+
+RetryOn = Union[type[BaseException], tuple[type[BaseException], ...], Callable[[BaseException], bool]]
+
+# Exceptions that mean "this call can never succeed by trying again".
+_NEVER_RETRIED: tuple[type[BaseException], ...] = (NotSerializableError, OutsideRunError)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how patiently a failing task is tried again.
+
+    ``max_attempts`` counts the first try. The n-th retry waits
+    ``min(initial_interval * backoff_factor ** (n - 1), max_interval)`` seconds, times a
+    random factor in [0.5, 1.5] when ``jitter`` is on (still capped at ``max_interval``).
+    ``retry_on`` is an exception class, a tuple of them, or a predicate ``fn(exc) -> bool``.
+    """
+
+    max_attempts: int = 3
+    initial_interval: float = 0.5
+    backoff_factor: float = 2.0
+    max_interval: float = 128.0
+    jitter: bool = True
+    retry_on: RetryOn = Exception
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError(f"RetryPolicy(max_attempts={self.max_attempts!r}) must be >= 1")
+        if self.initial_interval < 0 or self.max_interval < 0 or self.backoff_factor < 1:
+            raise ValueError(
+                "RetryPolicy needs initial_interval >= 0, max_interval >= 0 and "
+                f"backoff_factor >= 1; got {self.initial_interval!r}, {self.max_interval!r}, "
+                f"{self.backoff_factor!r}"
+            )
+
+    def matches(self, exc: BaseException) -> bool:
+        """Whether ``retry_on`` accepts this exception (ignoring the attempt budget)."""
+        if isinstance(exc, _NEVER_RETRIED):
+            return False
+        if isinstance(exc, TaskError) and exc.type_name in ("SystemExit", "KeyboardInterrupt"):
+            return False
+        if not isinstance(exc, Exception):
+            return False
+        retry_on = self.retry_on
+        if isinstance(retry_on, type) or isinstance(retry_on, tuple):
+            return isinstance(exc, retry_on)
+        return bool(retry_on(exc))
+
+    def delay(self, retry_number: int, rng: Callable[[], float] = random.random) -> float:
+        """Seconds to wait before retry number ``retry_number`` (1 for the first retry)."""
+        base = self.initial_interval * self.backoff_factor ** (retry_number - 1)
+        base = min(base, self.max_interval)
+        if self.jitter:
+            base *= 0.5 + rng()
+        return min(base, self.max_interval)
+
+
+@dataclass(frozen=True)
+class CachePolicy:
+    """Cache a task's results in the store, shared by every run that uses the store.
+
+    The default key covers the task identity, a fingerprint of its code and its
+    canonical arguments; ``key_func(*args, **kwargs) -> str`` replaces the argument part.
+    ``ttl`` is in seconds; ``None`` keeps entries until ``procflow cache clear``.
+    """
+
+    key_func: Callable[..., str] | None = None
+    ttl: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.ttl is not None and self.ttl <= 0:
+            raise ValueError(f"CachePolicy(ttl={self.ttl!r}) must be positive or None")
+
+    def argument_key(self, args: tuple[Any, ...], kwargs: dict[str, Any], canonical: str) -> str:
+        """The argument part of the key: ``key_func``'s string, else the canonical args."""
+        if self.key_func is None:
+            return canonical
+        key = self.key_func(*args, **kwargs)
+        if not isinstance(key, str):
+            raise TypeError(
+                f"CachePolicy.key_func must return a str, got {type(key).__name__}: {key!r}"
+            )
+        return "key_func:" + key

@@ -1,0 +1,169 @@
+"""The loky process pool: start, submit, shutdown. The only module importing loky.
+
+Runs in one driver process share a warm pool while their settings (``max_workers``,
+``initializer``, ``initargs``) match; it stays up between invokes and is shut down after
+``IDLE_SHUTDOWN_SECONDS`` without use. Only the scheduler thread submits, because loky
+starts workers from the submitting thread and the workers' parent-death signal fires
+when that thread exits.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any
+
+from ._worker import init_worker
+
+__all__ = ["Pool", "PoolCrashed", "get_pool", "shutdown_all", "usable_cores"]
+
+IDLE_SHUTDOWN_SECONDS = 300.0
+# Native thread pools that numpy, scipy and friends start; capped per worker, as joblib
+# does, so that N workers do not each start one thread per core.
+_THREAD_VARS = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "BLIS_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+)
+
+
+class PoolCrashed(Exception):
+    """The pool broke under a call: a worker died, or a payload failed to unpickle."""
+
+    def __init__(self, message: str, exitcodes: str = "") -> None:
+        super().__init__(message)
+        self.exitcodes = exitcodes
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (affinity and cgroup quotas, via loky)."""
+    from loky import cpu_count
+
+    return max(1, int(cpu_count()))
+
+
+PoolKey = tuple[int, Any, tuple[Any, ...]]
+
+
+class Pool:
+    """One loky executor and what is known about it."""
+
+    def __init__(
+        self,
+        max_workers: int,
+        initializer: Callable[..., Any] | None = None,
+        initargs: tuple[Any, ...] = (),
+    ) -> None:
+        from loky import ProcessPoolExecutor
+
+        self.max_workers = max_workers
+        per_worker = max(1, usable_cores() // max_workers)
+        env = {var: str(per_worker) for var in _THREAD_VARS if var not in os.environ}
+        self._executor = ProcessPoolExecutor(
+            max_workers=max_workers,
+            timeout=IDLE_SHUTDOWN_SECONDS,
+            initializer=init_worker,
+            initargs=(os.getpid(), initializer, initargs),
+            env=env,
+        )
+        self.last_used = time.monotonic()
+        self.users = 0
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
+        self.last_used = time.monotonic()
+        try:
+            return self._executor.submit(fn, *args)
+        except Exception as exc:  # a broken or shut-down executor refuses submits
+            failed: Future[Any] = Future()
+            failed.set_exception(exc)
+            return failed
+
+    def worker_pids(self) -> list[int]:
+        processes = getattr(self._executor, "_processes", None) or {}
+        return [p.pid for p in list(processes.values()) if p.pid is not None]
+
+    @property
+    def broken(self) -> bool:
+        return bool(getattr(self._executor, "_flags", None) and self._executor._flags.broken)
+
+    def shutdown(self, kill: bool = False) -> None:
+        try:
+            self._executor.shutdown(wait=True, kill_workers=kill)
+        except Exception:  # pragma: no cover - a broken pool may complain on the way out
+            pass
+
+
+def is_crash(exc: BaseException) -> bool:
+    """Whether a dispatch failed because the pool broke (not because of the call)."""
+    from loky.process_executor import BrokenProcessPool, ShutdownExecutorError
+
+    return isinstance(exc, (BrokenProcessPool, ShutdownExecutorError))
+
+
+_pools: dict[PoolKey, Pool] = {}
+_pools_lock = threading.Lock()
+_atexit_registered = False
+
+
+def get_pool(
+    max_workers: int | None,
+    initializer: Callable[..., Any] | None = None,
+    initargs: tuple[Any, ...] = (),
+) -> Pool:
+    """The warm pool for these settings, started if needed; replaced if it broke."""
+    workers = max_workers or usable_cores()
+    key: PoolKey = (workers, initializer, tuple(initargs))
+    with _pools_lock:
+        _shutdown_idle_locked()
+        pool = _pools.get(key)
+        if pool is None or pool.broken:
+            if pool is not None:
+                pool.shutdown(kill=True)
+            pool = Pool(workers, initializer, tuple(initargs))
+            _pools[key] = pool
+            global _atexit_registered
+            if not _atexit_registered:
+                # Stop workers while the interpreter is whole; loky's own clean-up at
+                # teardown prints "Exception ignored" noise.
+                atexit.register(shutdown_all, True)
+                _atexit_registered = True
+        pool.last_used = time.monotonic()
+        return pool
+
+
+def replace_pool(pool: Pool) -> None:
+    """Forget a pool that broke or was killed; the next get_pool starts a fresh one."""
+    with _pools_lock:
+        for key, value in list(_pools.items()):
+            if value is pool:
+                del _pools[key]
+    pool.shutdown(kill=True)
+
+
+def _shutdown_idle_locked() -> None:
+    now = time.monotonic()
+    for key, pool in list(_pools.items()):
+        if pool.users == 0 and now - pool.last_used > IDLE_SHUTDOWN_SECONDS:
+            del _pools[key]
+            pool.shutdown(kill=True)
+
+
+def shutdown_all(kill: bool = True) -> None:
+    """Stop every pool of this process (at exit, after Ctrl-C, in tests)."""
+    with _pools_lock:
+        pools = list(_pools.values())
+        _pools.clear()
+    for pool in pools:
+        pool.shutdown(kill=kill)
+
+
+def all_worker_pids() -> list[int]:
+    with _pools_lock:
+        return [pid for pool in _pools.values() for pid in pool.worker_pids()]

@@ -1,0 +1,185 @@
+"""Run records: open the store, start or resume a run, and record how it ended.
+
+A record is a JSON dict: run_id, entrypoint (identity), target (import target for the
+CLI's ``resume``), cwd, input, status (running / interrupted / failed / succeeded),
+reason, started_at, ended_at, result or error, resume_values (answers to interrupts,
+in order) and owner (pid, process start time, host) while running.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from . import _keys
+from .errors import RunConflictError
+
+if TYPE_CHECKING:
+    from ._store import Store
+
+__all__ = ["claim_run", "default_store_path", "new_run_id", "open_store", "owner_alive"]
+
+_stores: dict[tuple[str, str], Store] = {}
+_stores_lock = threading.Lock()
+# Runs this process drives right now, per store: another thread asking for one of them
+# is a conflict, even though the owner pid is alive and ours.
+_live: set[tuple[str, str]] = set()
+
+
+def default_store_path() -> str:
+    """``$PROCFLOW_HOME`` if set, else ``./.procflow``, as an absolute path."""
+    return os.path.abspath(os.environ.get("PROCFLOW_HOME") or ".procflow")
+
+
+def open_store(checkpointer: Any, sync: str = "normal") -> Store | None:
+    """The store a ``checkpointer=`` value names (opened once per process and path)."""
+    from ._store import Store
+
+    if checkpointer is False:
+        return None
+    if isinstance(checkpointer, Store):
+        return checkpointer
+    if checkpointer is None:
+        path = default_store_path()
+    elif isinstance(checkpointer, (str, os.PathLike)):
+        path = os.path.abspath(os.fspath(checkpointer))
+    else:
+        raise TypeError(
+            "checkpointer must be a directory path, a procflow.Store, False (no store) or "
+            f"None (the default store), not {checkpointer!r}"
+        )
+    with _stores_lock:
+        store = _stores.get((path, sync))
+        if store is None:
+            store = Store(path, sync=sync)
+            _stores[(path, sync)] = store
+        return store
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+
+
+def _owner() -> dict[str, Any]:
+    import psutil
+
+    me = psutil.Process()
+    return {"pid": me.pid, "created": me.create_time(), "host": socket.gethostname()}
+
+
+def owner_alive(owner: dict[str, Any] | None) -> bool:
+    """Whether the process that owns a run is still running (pid reuse checked)."""
+    if not owner:
+        return False
+    if owner.get("host") != socket.gethostname():
+        return True  # cannot tell: assume alive (stores are one-host anyway)
+    import psutil
+
+    try:
+        proc = psutil.Process(int(owner["pid"]))
+        return abs(proc.create_time() - float(owner["created"])) < 1.0
+    except (psutil.Error, KeyError, ValueError, TypeError):
+        return False
+
+
+def claim_run(
+    store: Store,
+    run_id: str,
+    *,
+    entrypoint: str,
+    target: str,
+    input_plain: Any,
+    resume_value: Any,
+    has_resume_value: bool,
+) -> tuple[dict[str, Any], bool]:
+    """Create the run's record, or take over an existing run to resume it.
+
+    Returns (record, finished): ``finished`` is true for a run that already succeeded,
+    whose stored result is the answer. Raises ``RunConflictError`` when the run id was
+    used with another input or entrypoint, when another live process or thread is
+    running it, or when a resume value is given for a run not waiting for one.
+    """
+    live_key = (str(store.path), run_id)
+    with _stores_lock:
+        if live_key in _live:
+            raise RunConflictError(
+                f"run {run_id!r} is already running in this process (another thread); "
+                "wait for it or use another run_id"
+            )
+    record = store.get_run(run_id)
+    now = time.time()
+    if record is None:
+        if has_resume_value:
+            raise RunConflictError(
+                f"run {run_id!r} does not exist in the store at {str(store.path)!r}, so there "
+                "is no interrupt to resume; start it without Command(resume=...)"
+            )
+        record = {
+            "run_id": run_id,
+            "entrypoint": entrypoint,
+            "target": target,
+            "cwd": os.getcwd(),
+            "input": input_plain,
+            "status": "running",
+            "reason": None,
+            "started_at": now,
+            "ended_at": None,
+            "resume_values": [],
+            "attempts": 1,
+        }
+    else:
+        if record.get("entrypoint") != entrypoint:
+            raise RunConflictError(
+                f"run {run_id!r} belongs to entrypoint {record.get('entrypoint')!r}, not "
+                f"{entrypoint!r}; use another run_id"
+            )
+        if not has_resume_value and _keys.canonical_json(
+            record.get("input")
+        ) != _keys.canonical_json(input_plain):
+            raise RunConflictError(
+                f"run {run_id!r} was started with input {record.get('input')!r}, not "
+                f"{input_plain!r}; resume it with the same input or use another run_id"
+            )
+        status = record.get("status")
+        if status == "succeeded":
+            return record, True
+        if status == "running" and owner_alive(record.get("owner")):
+            raise RunConflictError(
+                f"run {run_id!r} is being run now by process {record['owner'].get('pid')} "
+                f"on {record['owner'].get('host')!r}; wait for it, or stop that process"
+            )
+        waiting = status == "interrupted" and record.get("reason") == "interrupt"
+        if has_resume_value:
+            if not waiting:
+                raise RunConflictError(
+                    f"run {run_id!r} is {status!r}, not waiting at an interrupt, so "
+                    "Command(resume=...) has nothing to answer; invoke it without a Command"
+                )
+            record["resume_values"] = [*record.get("resume_values", []), resume_value]
+        record["status"] = "running"
+        record["reason"] = None
+        record["attempts"] = int(record.get("attempts", 1)) + 1
+        record["resumed_at"] = now
+    record["owner"] = _owner()
+    store.put_run(record)
+    with _stores_lock:
+        _live.add(live_key)
+    return record, False
+
+
+def release_run(store: Store, run_id: str) -> None:
+    with _stores_lock:
+        _live.discard((str(store.path), run_id))
+
+
+def finish_run(store: Store, record: dict[str, Any], status: str, **fields: Any) -> None:
+    """Record how the run ended (and that nobody owns it now)."""
+    record.update(fields)
+    record["status"] = status
+    record["ended_at"] = time.time()
+    record.pop("owner", None)
+    store.put_run(record)

@@ -1,0 +1,266 @@
+"""One invocation of an entrypoint: its calls, its replay index, its bookkeeping.
+
+Task calls made by the body arrive in ``Run.submit`` on the caller's thread. A call that
+completed in an earlier attempt of the run is answered right here from the index loaded
+once at resume (no thread hand-off: replay must reach tens of thousands of calls a
+second); every other call goes to the scheduler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+import warnings
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import TYPE_CHECKING, Any
+
+from . import _keys, _serde
+from ._calls import Call, has_marker, mark_futures
+from ._futures import TaskFuture
+
+if TYPE_CHECKING:
+    from ._pool import Pool
+    from ._policies import CachePolicy, RetryPolicy
+    from ._scheduler import Scheduler
+    from ._store import Store
+    from ._task import Task
+
+__all__ = ["Run"]
+
+
+class Run:
+    def __init__(
+        self,
+        *,
+        run_id: str | None,
+        entrypoint: str,
+        store: Store | None,
+        scheduler: Scheduler,
+        max_workers: int | None,
+        executor: str,
+        retry_policy: RetryPolicy | None,
+        cache_policy: CachePolicy | None,
+        initializer: Callable[..., Any] | None,
+        initargs: tuple[Any, ...],
+        rerun_changed: bool = False,
+    ) -> None:
+        self.run_id = run_id
+        self.entrypoint = entrypoint
+        self.store = store
+        self.scheduler = scheduler
+        self.max_workers = max_workers
+        self.executor = executor
+        self.retry_policy = retry_policy
+        self.cache_policy = cache_policy
+        self.initializer = initializer
+        self.initargs = initargs
+        self.rerun_changed = rerun_changed
+        self.rng = random.random
+        self.stopping = False
+        self.cache: Any = None  # the result cache layer, set by the entrypoint
+        self.listener: Callable[[str, dict[str, Any]], None] | None = None
+        # Replay index: call id -> committed entry of a call that succeeded before.
+        self.index: dict[str, dict[str, Any]] = {}
+        self.matched: set[str] = set()  # index entries some call of this attempt matched
+        self.changed_tasks: set[str] = set()
+        self._counts: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._outstanding = 0
+        self.unobserved_failures: list[TaskFuture[Any]] = []
+        self.calls_made = 0
+        self.resume_values: list[Any] = []
+        self.interrupts_seen = 0
+        self._pool: Pool | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: threading.Thread | None = None
+
+    # -- the caller's side ---------------------------------------------------------------
+    def submit(
+        self, task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> TaskFuture[Any]:
+        deps: list[TaskFuture[Any]] = []
+        marked_args = [mark_futures(a, deps) for a in args]
+        marked_kwargs = {k: mark_futures(v, deps) for k, v in kwargs.items()}
+        lenient: frozenset[str] = frozenset()
+        if deps and task.annotated:
+            bound = task._bind(tuple(marked_args), marked_kwargs)
+            lenient = frozenset(n for n, v in bound.arguments.items() if has_marker(v))
+        args_plain, kwargs_plain = task.to_plain_args(tuple(marked_args), marked_kwargs, lenient)
+        canonical = _keys.canonical_json([args_plain, kwargs_plain])
+        key = _keys.digest(task.name + "\x1f" + canonical)
+        with self._lock:
+            nth = self._counts.get(key, 0)
+            self._counts[key] = nth + 1
+            self.calls_made += 1
+        call_id = key if nth == 0 else f"{key}.{nth}"
+        future: TaskFuture[Any] = TaskFuture(task.name, call_id)
+
+        entry = self.index.get(call_id)
+        if entry is not None:
+            self.matched.add(call_id)
+        if entry is not None and self._replayable(task, entry):
+            plain = _serde.loads(entry["value"])
+            future.plain = plain
+            future.set_result(task.result_codec().from_plain(plain))
+            self.emit_replayed(task, call_id)
+            return future
+
+        call = Call(
+            self,
+            task,
+            call_id,
+            args_plain,
+            kwargs_plain,
+            deps,
+            future,
+            self._executor_for(task),
+            task.retry_policy or self.retry_policy,
+        )
+        with self._lock:
+            self._outstanding += 1
+        self.scheduler.post("call", call)
+        return future
+
+    def load_index(self, entries: list[dict[str, Any]]) -> None:
+        """Index the calls that succeeded in earlier attempts of this run (once, at resume).
+
+        Failures are never replayed: a call that failed before gets a fresh attempt.
+        """
+        index = self.index
+        for entry in entries:
+            if entry.get("status") == "ok":
+                index[entry["call"]] = entry
+
+    def report_resume_mismatches(self) -> None:
+        """Warn, naming the tasks, about checkpoints no call matched and changed code."""
+        if self.changed_tasks:
+            action = "re-executed" if self.rerun_changed else "replayed their old results"
+            warnings.warn(
+                f"run {self.run_id!r}: the code of task(s) {sorted(self.changed_tasks)} "
+                f"changed since their calls were checkpointed; those calls {action} "
+                "(pass rerun_changed=True to invoke to re-execute them)",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+        unused = [e for cid, e in self.index.items() if cid not in self.matched]
+        if unused:
+            names = sorted({e.get("task", "?") for e in unused})
+            warnings.warn(
+                f"run {self.run_id!r}: {len(unused)} checkpointed call(s) of {names} were not "
+                "made again on resume (their arguments changed, or the body took another "
+                "path); they were not reused",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+
+    def _replayable(self, task: Task[Any, Any], entry: dict[str, Any]) -> bool:
+        if entry.get("fp") not in (None, _keys.code_fingerprint(task.fn)):
+            self.changed_tasks.add(task.name)
+            return not self.rerun_changed
+        return True
+
+    def _executor_for(self, task: Task[Any, Any]) -> str:
+        if task.is_async:
+            return "async"
+        return task.executor or self.executor
+
+    # -- the scheduler's side ------------------------------------------------------------
+    def pool(self) -> Pool:
+        if self._pool is None or self._pool.broken:
+            from ._pool import get_pool
+
+            self._pool = get_pool(self.max_workers, self.initializer, self.initargs)
+        return self._pool
+
+    def forget_pool(self) -> None:
+        self._pool = None
+
+    def commit_outcomes(self, items: list[tuple[Call, bool, Any, dict[str, Any]]]) -> None:
+        """Write these outcomes in one transaction (nothing to write without a store)."""
+        if self.store is None or self.run_id is None:
+            return
+        entries = []
+        for call, ok, payload, _ in items:
+            entry: dict[str, Any] = {
+                "call": call.call_id,
+                "task": call.task.name,
+                "fp": _keys.code_fingerprint(call.task.fn),
+                "status": "ok" if ok else "error",
+                "attempts": call.attempts,
+            }
+            if ok:
+                entry["value"] = payload
+            else:
+                entry["error"] = {
+                    "type": payload["type"],
+                    "message": payload["message"][:2000],
+                    "kind": payload["kind"],
+                    "traceback": payload["traceback"][-8000:],
+                }
+            entries.append(entry)
+        self.store.commit(self.run_id, entries)
+
+    def call_finished(self, call: Call) -> None:
+        future = call.future
+        # Future.exception, not TaskFuture's: this look is ours, not the user's.
+        if not future.cancelled() and Future.exception(future, 0) is not None:
+            with self._lock:
+                self.unobserved_failures.append(future)
+        with self._idle:
+            self._outstanding -= 1
+            if self._outstanding == 0:
+                self._idle.notify_all()
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Block until every call this run made has finished."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._outstanding == 0, timeout)
+
+    def cancel_pending(self) -> None:
+        """Calls not yet dispatched are cancelled; running ones finish."""
+        self.scheduler.call_soon(lambda: self.scheduler.cancel_run(self))
+
+    def event_loop(self) -> asyncio.AbstractEventLoop:
+        """The loop async tasks run on: the body's own loop, or one in a helper thread."""
+        if self._loop is None:
+            loop = asyncio.new_event_loop()
+            thread = threading.Thread(
+                target=loop.run_forever, name="procflow-async-tasks", daemon=True
+            )
+            thread.start()
+            self._loop, self._loop_thread = loop, thread
+        return self._loop
+
+    def use_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    def close(self) -> None:
+        if self._loop_thread is not None and self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._loop_thread.join(timeout=5)
+            self._loop.close()
+        self._loop = None
+        self._loop_thread = None
+
+    # -- events (built only when someone listens) -----------------------------------------
+    def emit(self, kind: str, call: Call, **fields: Any) -> None:
+        if self.listener is not None:
+            self.listener(kind, {"call": call.call_id, "task": call.task.name, **fields})
+
+    def emit_replayed(self, task: Task[Any, Any], call_id: str) -> None:
+        if self.listener is not None:
+            self.listener("succeeded", {"call": call_id, "task": task.name, "replayed": True})
+
+    def warn_unobserved(self) -> None:
+        failures = [f for f in self.unobserved_failures if not f.observed]
+        if failures:
+            names = ", ".join(sorted({f.task_name for f in failures}))
+            warnings.warn(
+                f"run {self.run_id!r}: {len(failures)} task call(s) failed and nobody "
+                f"awaited them ({names}); their errors are recorded in the run",
+                RuntimeWarning,
+                stacklevel=3,
+            )

@@ -1,0 +1,444 @@
+"""The driver loop: one long-lived thread per driver process that owns every call.
+
+INVARIANT: a future never resolves before its checkpoint is durable. Outcomes are
+committed in groups (everything that arrived while the previous commit ran shares the
+next transaction), and only then are their futures resolved.
+SECOND INVARIANT: what a future yields is the JSON round-trip value of the result.
+
+The caller's thread creates calls (and answers replayed ones itself, see ``_run``) and
+posts them to the inbox. This thread tracks dependencies, dispatches ready calls to the
+process pool in batches (tiny calls measured to be short share one dispatch), to the
+thread pool, the run's event loop, or runs them inline; retries after a back-off on its
+deadline heap; and commits outcomes. It is also the only thread that submits to loky
+(see DESIGN.md section 3 on the parent-death signal).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import os
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
+from typing import Any
+
+from . import _pool, _serde
+from ._calls import Call, substitute
+from ._context import CallInfo
+from ._worker import Outcome, execute, rebuild_exception, run_batch
+from .errors import StoreError, WorkerCrashedError
+
+__all__ = ["Scheduler", "get_scheduler"]
+
+# Batching: calls of a task whose measured duration is below SHORT_CALL_SECONDS share a
+# dispatch, sized to take about TARGET_BATCH_SECONDS, never more than MAX_BATCH calls and
+# never so many that a worker would sit idle while another holds the whole queue.
+SHORT_CALL_SECONDS = 0.002
+TARGET_BATCH_SECONDS = 0.02
+MAX_BATCH = 256
+
+
+class _TaskStats:
+    """Exponential moving average of a task's call duration, for batch sizing."""
+
+    __slots__ = ("mean", "running")
+
+    def __init__(self) -> None:
+        self.mean: float | None = None
+        self.running = 0
+
+    def observe(self, seconds: float) -> None:
+        self.mean = seconds if self.mean is None else 0.7 * self.mean + 0.3 * seconds
+
+
+class Scheduler:
+    def __init__(self) -> None:
+        self._inbox: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self._ready: deque[Call] = deque()
+        self._held: dict[str, deque[Call]] = {}  # calls waiting for max_concurrency
+        self._inflight: dict[Future[Any], tuple[_pool.Pool, list[Call]]] = {}
+        self._timers: list[tuple[float, int, Callable[[], None]]] = []
+        self._timer_seq = itertools.count()
+        self._to_commit: list[tuple[Call, bool, Any, dict[str, Any]]] = []
+        self._stats: dict[str, _TaskStats] = {}
+        self._threads: ThreadPoolExecutor | None = None
+        self._thread = threading.Thread(target=self._loop, name="procflow-scheduler", daemon=True)
+        self._thread.start()
+
+    # -- called from other threads ---------------------------------------------------
+    def post(self, *message: Any) -> None:
+        self._inbox.put(message)
+
+    def call_soon(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` on the scheduler thread (used to cancel a run's pending calls)."""
+        self._inbox.put(("fn", fn))
+
+    @property
+    def thread(self) -> threading.Thread:
+        return self._thread
+
+    # -- the loop ----------------------------------------------------------------------
+    def _loop(self) -> None:
+        inbox = self._inbox
+        while True:
+            timeout = None
+            if self._timers:
+                timeout = max(0.0, self._timers[0][0] - time.monotonic())
+            try:
+                message = inbox.get(timeout=timeout)
+            except queue.Empty:
+                message = None
+            while message is not None:
+                self._handle(message)
+                try:
+                    message = inbox.get_nowait()
+                except queue.Empty:
+                    message = None
+            self._fire_timers()
+            self._commit_and_resolve()
+            self._dispatch()
+
+    def _handle(self, message: tuple[Any, ...]) -> None:
+        kind = message[0]
+        if kind == "call":
+            self._on_new_call(message[1])
+        elif kind == "batch":
+            self._on_batch_done(message[1], message[2])
+        elif kind == "local":
+            self._on_outcome(message[1], message[2])
+        elif kind == "fn":
+            message[1]()
+
+    def _fire_timers(self) -> None:
+        now = time.monotonic()
+        while self._timers and self._timers[0][0] <= now:
+            _, _, callback = heapq.heappop(self._timers)
+            callback()
+
+    def _after(self, seconds: float, callback: Callable[[], None]) -> None:
+        heapq.heappush(
+            self._timers, (time.monotonic() + seconds, next(self._timer_seq), callback)
+        )
+
+    # -- new calls and dependencies ------------------------------------------------------
+    def _on_new_call(self, call: Call) -> None:
+        for dep in call.deps:
+            if not dep.done():
+                dependents = getattr(dep, "dependents", None)
+                if dependents is None:
+                    dependents = []
+                    dep.dependents = dependents  # type: ignore[attr-defined]
+                dependents.append(call)
+                call.pending += 1
+        if call.pending == 0:
+            self._make_ready(call)
+
+    def _make_ready(self, call: Call) -> None:
+        if call.run.stopping:
+            self._drop(call, CancelledError(f"run {call.run.run_id!r} stopped"))
+            return
+        if call.deps:
+            values: dict[str, Any] = {}
+            for dep in call.deps:
+                if dep.cancelled():
+                    self._drop(call, CancelledError(f"input {dep!r} was cancelled"))
+                    return
+                exc = dep.exception()
+                if exc is not None:
+                    self._drop(call, exc)
+                    return
+                values[dep.call_id] = dep.plain
+            call.args = substitute(call.args, values)
+            call.kwargs = substitute(call.kwargs, values)
+            call.deps = []
+        if call.run.cache is not None and call.run.cache.lookup(call):
+            return
+        self._start(call)
+
+    def _start(self, call: Call) -> None:
+        """Hand a ready call to its executor (or to the process pool's ready queue)."""
+        if call.executor == "process":
+            self._ready.append(call)
+            return
+        if not call.future.set_running_or_notify_cancel():
+            self._drop(call, None)
+            return
+        info = CallInfo(call.run.run_id, call.call_id, call.attempt, call.task.name)
+        args, kwargs = _serde.loads(_serde.dumps([call.args, call.kwargs]))
+        if call.executor == "inline":
+            self._on_outcome(call, execute(call.task, args, kwargs, info, call.policy))
+        elif call.executor == "thread":
+            if self._threads is None:
+                self._threads = ThreadPoolExecutor(
+                    max_workers=min(32, (os.cpu_count() or 1) + 4),
+                    thread_name_prefix="procflow-thread",
+                )
+            fut = self._threads.submit(execute, call.task, args, kwargs, info, call.policy)
+            fut.add_done_callback(lambda f, c=call: self.post("local", c, f.result()))
+        else:  # async
+            loop = call.run.event_loop()
+            coro = _execute_async(call, args, kwargs, info)
+            afut = asyncio.run_coroutine_threadsafe(coro, loop)
+            afut.add_done_callback(lambda f, c=call: self.post("local", c, f.result()))
+
+    def _drop(self, call: Call, exc: BaseException | None) -> None:
+        """Finish a call that will not run: cancelled, or one of its inputs failed."""
+        future = call.future
+        if exc is not None and not future.done():
+            future.set_exception(exc)
+        elif not future.done():
+            future.cancel()
+        self._settled(call)
+
+    # -- dispatch to the process pool ----------------------------------------------------
+    def _dispatch(self) -> None:
+        while self._ready:
+            pool = self._ready[0].run.pool()
+            if self._inflight_for(pool) >= 2 * pool.max_workers:
+                return
+            batch = self._take_batch(pool)
+            if not batch:
+                continue
+            specs = []
+            now = time.monotonic()
+            for call in batch:
+                call.started = now
+                specs.append(
+                    (
+                        call.call_id,
+                        call.task.payload(),
+                        _serde.dumps([call.args, call.kwargs]),
+                        call.attempt,
+                        call.run.run_id,
+                        call.policy,
+                    )
+                )
+            fut = pool.submit(run_batch, specs)
+            self._inflight[fut] = (pool, batch)
+            fut.add_done_callback(lambda f, p=pool: self.post("batch", f, p))
+
+    def _inflight_for(self, pool: _pool.Pool) -> int:
+        return sum(1 for p, _ in self._inflight.values() if p is pool)
+
+    def _take_batch(self, pool: _pool.Pool) -> list[Call]:
+        first = self._ready.popleft()
+        if not self._admit(first):
+            return []
+        batch = [first]
+        task = first.task
+        stats = self._stats.get(task.name)
+        if (
+            stats is None
+            or stats.mean is None
+            or stats.mean > SHORT_CALL_SECONDS
+            or task.timeout is not None
+            or task.max_concurrency is not None
+        ):
+            return batch
+        fair_share = -(-len(self._ready) // (2 * pool.max_workers))
+        size = min(MAX_BATCH, max(1, int(TARGET_BATCH_SECONDS / max(stats.mean, 1e-6))))
+        size = min(size, fair_share + 1)
+        ready = self._ready
+        while len(batch) < size and ready and ready[0].task is task and ready[0].run is first.run:
+            call = ready.popleft()
+            if call.future.set_running_or_notify_cancel():
+                batch.append(call)
+            else:
+                self._drop(call, None)
+        return batch
+
+    def _admit(self, call: Call) -> bool:
+        """Mark the call running, unless cancelled or its task is at max_concurrency."""
+        limit = call.task.max_concurrency
+        stats = self._stats.setdefault(call.task.name, _TaskStats())
+        if limit is not None and stats.running >= limit:
+            self._held.setdefault(call.task.name, deque()).append(call)
+            return False
+        if not call.future.set_running_or_notify_cancel():
+            self._drop(call, None)
+            return False
+        stats.running += 1
+        return True
+
+    def _release(self, call: Call) -> None:
+        stats = self._stats.get(call.task.name)
+        if stats is not None and stats.running > 0:
+            stats.running -= 1
+        held = self._held.get(call.task.name)
+        if held:
+            self._ready.appendleft(held.popleft())
+
+    # -- outcomes ----------------------------------------------------------------------
+    def _on_batch_done(self, fut: Future[Any], pool: _pool.Pool) -> None:
+        entry = self._inflight.pop(fut, None)
+        if entry is None:
+            return
+        _, batch = entry
+        try:
+            outcomes: list[Outcome] = fut.result()
+        except BaseException as exc:
+            self._on_batch_failed(batch, pool, exc)
+            return
+        for call, outcome in zip(batch, outcomes):
+            self._release(call)
+            self._on_outcome(call, outcome)
+
+    def _on_batch_failed(self, batch: list[Call], pool: _pool.Pool, exc: BaseException) -> None:
+        """The pool broke under this batch: every call in it gets WorkerCrashedError."""
+        if _pool.is_crash(exc):
+            _pool.replace_pool(pool)
+        for call in batch:
+            self._release(call)
+            message = (
+                f"task {call.task.name!r} (run {call.run.run_id!r}, attempt {call.attempt}): "
+                f"its worker process died while running the call ({exc}); a segfault, "
+                "os._exit, or the out-of-memory killer (SIGKILL) are the usual causes: lower "
+                "max_workers or the task's memory use"
+            )
+            crash = WorkerCrashedError(message)
+            crash.__cause__ = exc
+            envelope = {
+                "type": "procflow.errors.WorkerCrashedError",
+                "type_name": "WorkerCrashedError",
+                "message": message,
+                "traceback": "",
+                "exc": None,
+                "kind": "crash",
+                "retry": call.policy is not None and call.policy.matches(crash),
+                "error": crash,
+            }
+            meta = {"pid": None, "start": None, "end": time.time(), "cpu": None}
+            self._on_outcome(call, (call.call_id, False, envelope, meta))
+
+    def _on_outcome(self, call: Call, outcome: Outcome) -> None:
+        _, ok, payload, meta = outcome
+        if call.run.stopping and not ok:
+            # The run is being stopped (Ctrl-C, SIGTERM): failures now are the stop's
+            # doing, not the task's, and are not recorded.
+            self._drop(call, CancelledError(f"run {call.run.run_id!r} stopped"))
+            return
+        if meta.get("start") is not None and meta.get("end") is not None:
+            stats = self._stats.setdefault(call.task.name, _TaskStats())
+            stats.observe(meta["end"] - meta["start"])
+        attempt_record = dict(meta, attempt=call.attempt)
+        if not ok:
+            attempt_record["error"] = f"{payload['type_name']}: {payload['message']}"[:2000]
+            attempt_record["kind"] = payload["kind"]
+        call.attempts.append(attempt_record)
+        if ok:
+            self._to_commit.append((call, True, payload, meta))
+            return
+        policy = call.policy
+        if (
+            policy is not None
+            and payload["retry"]
+            and call.attempt < policy.max_attempts
+            and payload["kind"] in ("error", "crash")
+        ):
+            delay = policy.delay(call.attempt, call.run.rng)
+            call.attempt += 1
+            call.run.emit("retrying", call, error=attempt_record["error"], delay=delay)
+            self._after(delay, lambda c=call: self._start(c) if not c.run.stopping else
+                        self._drop(c, CancelledError("run stopped")))
+            return
+        self._to_commit.append((call, False, payload, meta))
+
+    def _commit_and_resolve(self) -> None:
+        if not self._to_commit:
+            return
+        pending, self._to_commit = self._to_commit, []
+        by_run: dict[int, list[tuple[Call, bool, Any, dict[str, Any]]]] = {}
+        for item in pending:
+            by_run.setdefault(id(item[0].run), []).append(item)
+        for items in by_run.values():
+            run = items[0][0].run
+            try:
+                run.commit_outcomes(items)
+            except StoreError as exc:
+                for call, *_ in items:
+                    if not call.future.done():
+                        call.future.set_exception(exc)
+                    self._settled(call)
+                continue
+            for call, ok, payload, _ in items:
+                if ok:
+                    plain = _serde.loads(payload)
+                    try:
+                        value = call.task.result_codec().from_plain(plain)
+                    except BaseException as exc:  # pragma: no cover - dump/load mismatch
+                        call.future.set_exception(exc)
+                    else:
+                        call.future.plain = plain
+                        call.future.set_result(value)
+                else:
+                    exc = payload.get("error") or rebuild_exception(
+                        payload, call.task.name, call.call_id, call.attempt, run.run_id
+                    )
+                    call.future.set_exception(exc)
+                self._settled(call)
+
+    def _settled(self, call: Call) -> None:
+        """The call's future is final: wake its dependents, tell the run."""
+        dependents = getattr(call.future, "dependents", None)
+        if dependents:
+            call.future.dependents = None  # type: ignore[attr-defined]
+            for dependent in dependents:
+                dependent.pending -= 1
+                if dependent.pending == 0:
+                    self._make_ready(dependent)
+        call.run.call_finished(call)
+
+    # -- stopping a run ------------------------------------------------------------------
+    def cancel_run(self, run: Any) -> None:
+        """Cancel the run's calls that have not been dispatched (scheduler thread only)."""
+        keep: deque[Call] = deque()
+        for call in self._ready:
+            if call.run is run:
+                self._drop(call, None)
+            else:
+                keep.append(call)
+        self._ready = keep
+        for held in self._held.values():
+            for call in [c for c in held if c.run is run]:
+                held.remove(call)
+                self._drop(call, None)
+
+
+async def _execute_async(
+    call: Call, args: list[Any], kwargs: dict[str, Any], info: CallInfo
+) -> Outcome:
+    """An ``async def`` task on the run's event loop; the same envelope as a worker."""
+    from ._context import current_call_var
+    from ._worker import error_envelope
+
+    start = time.time()
+    token = current_call_var.set(info)
+    try:
+        typed_args, typed_kwargs = call.task.from_plain_args(args, kwargs)
+        result = await call.task.fn(*typed_args, **typed_kwargs)
+        plain = call.task.result_codec().to_plain(result, "result", call.task.name)
+        ok, payload = True, _serde.dumps(plain)
+    except BaseException as exc:
+        ok, payload = False, error_envelope(exc, call.policy)
+    finally:
+        current_call_var.reset(token)
+    meta = {"pid": os.getpid(), "start": start, "end": time.time(), "cpu": None}
+    return (info.call_id, ok, payload, meta)
+
+
+_scheduler: Scheduler | None = None
+_scheduler_lock = threading.Lock()
+
+
+def get_scheduler() -> Scheduler:
+    """The process's scheduler thread, started on first use."""
+    global _scheduler
+    with _scheduler_lock:
+        if _scheduler is None or not _scheduler.thread.is_alive():
+            _scheduler = Scheduler()
+        return _scheduler

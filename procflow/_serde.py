@@ -1,0 +1,415 @@
+"""Strict JSON validation of the values that cross procflow's boundaries.
+
+Task arguments and results, entrypoint input and result, and interrupt values are
+checked here and turned into *plain* values: new structures of dict (str keys), list,
+str, int, float, bool and None only, sharing nothing mutable with the caller's objects
+(API.md section 3). A value whose type the function's annotation names (models,
+dataclasses, datetimes, enums, tuples...) is validated by pydantic, strictly, dumped to
+plain, and restored to its type by ``Codec.from_plain``.
+
+This is the only module that imports pydantic, and only once an annotated codec is
+first used: building pydantic costs tens of ms, and ``import procflow`` must stay fast.
+"""
+
+from __future__ import annotations
+
+import enum
+import inspect
+import json
+import typing
+from typing import Any, Final
+
+from procflow.errors import NotSerializableError
+
+__all__ = ["NO_ANNOTATION", "Codec", "codec_for", "dumps", "loads"]
+
+
+class _NoAnnotation:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "NO_ANNOTATION"
+
+    def __reduce__(self) -> str:
+        return "NO_ANNOTATION"  # pickles as a reference to the module-level singleton
+
+
+NO_ANNOTATION: Final = _NoAnnotation()
+"""Stands for a missing annotation; the annotation ``None`` means "must be None"."""
+
+# Containers nested deeper than this are refused, with one message in every process.
+# Relying on RecursionError instead would make the limit depend on how deep the
+# caller's stack happens to be, so a value could pass in a worker and fail at resume.
+_MAX_DEPTH: Final = 500
+# Python refuses to write an int of more than 4300 digits as text (CVE-2020-10735
+# limit), so such an int would pass here and then fail when it is stored.
+_BIG: Final = 1 << 14000
+_TYPE_HINT: Final = "; annotate the parameter or return value with its type to have it converted"
+_MODULES_FOR_ANNOTATION: Final = frozenset({"datetime", "decimal", "uuid", "pathlib", "ipaddress"})
+
+# --- the plain rules -----------------------------------------------------------------
+
+
+class _Refused(Exception):
+    """Internal: a value broke the plain rules; containers add path segments unwinding."""
+
+    def __init__(self, reason: str, *, at_key: bool = False) -> None:
+        self.reason = reason
+        self.segments: list[str] = []
+        # A bad dict key is reported at the dict's own path, not under the key.
+        self.at_key = at_key
+
+    def error(self, where: str, task: str | None) -> NotSerializableError:
+        path = where + "".join(reversed(self.segments))
+        shown = path if len(path) <= 200 else path[:200] + "..."
+        return NotSerializableError(_prefix(task) + f"{shown}: {self.reason}", path=path, task=task)
+
+
+def _prefix(task: str | None) -> str:
+    return "" if task is None else f"task {task!r}: "
+
+
+def _conv(v: Any, depth: int) -> object:
+    """The plain copy of ``v``; exact-type checks first, since this runs on every call."""
+    t = type(v)
+    if t is str:
+        return v if v.isascii() else _text(v)
+    if t is int:
+        if -_BIG < v < _BIG:
+            return v
+        raise _Refused("int of 14000 bits or more is not JSON-serializable; return it as a str")
+    if t is float or t is bool or v is None:
+        return v
+    if t is list or t is tuple:
+        if depth >= _MAX_DEPTH:
+            raise _too_deep()
+        depth += 1
+        out: list[object] = []
+        try:
+            for x in v:
+                out.append(_conv(x, depth))
+        except _Refused as r:
+            r.segments.append(f"[{len(out)}]")  # the failing item is the next index
+            raise
+        return out
+    if t is dict:
+        if depth >= _MAX_DEPTH:
+            raise _too_deep()
+        depth += 1
+        res: dict[str, object] = {}
+        k: object = None
+        try:
+            for k, x in v.items():
+                if type(k) is not str or not k.isascii():
+                    k = _key(k)
+                res[k] = _conv(x, depth)
+        except _Refused as r:
+            if r.at_key:
+                r.at_key = False
+            else:
+                r.segments.append(f"[{k!r}]")
+            raise
+        return res
+    return _conv_other(v, t, depth)
+
+
+def _conv_other(v: Any, t: type, depth: int) -> object:
+    # Subclasses (str/int mixin enums, numpy.float64, OrderedDict, namedtuples...) are
+    # converted to their plain base so that the copy has exact JSON types only.
+    if isinstance(v, str):
+        return _conv(str.__str__(v), depth)
+    if isinstance(v, int):
+        return _conv(int.__int__(v), depth)
+    if isinstance(v, float):
+        return float.__float__(v)
+    if isinstance(v, dict):
+        return _conv(dict(v), depth)
+    if isinstance(v, (list, tuple)):
+        return _conv(list(v), depth)
+    mod = t.__module__
+    name = "Lock" if t.__name__ == "lock" and mod == "_thread" else t.__name__  # threading.Lock
+    if mod == "numpy" or mod.startswith("numpy."):
+        # Detected by name so that numpy is never imported here.
+        is_array = any(c.__name__ == "ndarray" and c.__module__ == "numpy" for c in t.__mro__)
+        if not is_array and hasattr(v, "item"):
+            return _conv(v.item(), depth)  # item() may give a datetime etc.: checked again
+    if hasattr(v, "tolist"):
+        hint = "; use .tolist(), or write a file and return its path"
+    elif isinstance(v, (set, frozenset)):
+        hint = "; use a list (sorted(...) for a stable order)"
+    elif isinstance(v, (bytes, bytearray, memoryview)):
+        hint = "; decode it to a str (base64 for binary data), or write a file and return its path"
+    elif (
+        hasattr(t, "__dataclass_fields__")
+        or hasattr(t, "__pydantic_fields__")
+        or isinstance(v, enum.Enum)
+        or mod in _MODULES_FOR_ANNOTATION
+    ):
+        hint = _TYPE_HINT
+    elif hasattr(v, "__next__"):
+        hint = "; pass a list instead (list(...))"
+    else:
+        hint = ""
+    raise _Refused(f"{name} is not JSON-serializable{hint}")
+
+
+def _text(s: str, what: str = "str") -> str:
+    try:
+        s.encode()
+    except UnicodeEncodeError as exc:
+        raise _Refused(
+            f"{what} with a lone surrogate ({s[exc.start]!r} at index {exc.start}) is not "
+            "JSON-serializable; it has no UTF-8 form",
+            at_key=what != "str",
+        ) from None
+    return s
+
+
+def _key(k: object) -> str:
+    if not isinstance(k, str):
+        raise _Refused(
+            f"dict key {k!r} is not a str; JSON object keys are strings: convert it with "
+            "str(), or annotate the type (e.g. dict[int, ...])",
+            at_key=True,
+        )
+    return _text(str.__str__(k), "dict key")
+
+
+def _too_deep() -> _Refused:
+    return _Refused(
+        f"value nested more than {_MAX_DEPTH} levels deep (or containing itself) is not "
+        "JSON-serializable"
+    )
+
+
+def _to_plain(value: object, where: str, task: str | None) -> object:
+    try:
+        return _conv(value, 0)
+    except _Refused as r:
+        raise r.error(where, task) from None
+    except RecursionError:  # only when the caller's own stack is already very deep
+        raise _too_deep().error(where, task) from None
+
+
+def _got(value: object) -> str:
+    text = repr(value)
+    return f"(got {type(value).__name__} {text if len(text) <= 60 else text[:57] + '...'})"
+
+
+# --- codecs ----------------------------------------------------------------------------
+
+
+class Codec:
+    """Converts values of one annotation to plain JSON values and back.
+
+    This base class is the plain codec (no annotation): ``from_plain`` is the identity.
+    """
+
+    __slots__ = ("annotation",)
+    plain: bool = True  # True when from_plain is the identity, so callers may skip it
+
+    def __init__(self, annotation: object) -> None:
+        self.annotation = annotation
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.annotation!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (codec_for, (self.annotation,))  # rebuilt (and cached) where unpickled
+
+    def to_plain(self, value: object, where: str, task: str | None = None) -> object:
+        """A new plain copy of ``value``, or ``NotSerializableError`` naming the path."""
+        return _to_plain(value, where, task)
+
+    def from_plain(self, plain: object, where: str = "value", task: str | None = None) -> object:
+        """The typed value for this annotation (the plain value itself here)."""
+        return plain
+
+
+class _BuiltinCodec(Codec):
+    """Bare int, float, str, bool, list, dict and None: checked here, without pydantic."""
+
+    __slots__ = ("_accept", "_base", "_expect", "_float")
+
+    def __init__(
+        self,
+        annotation: object,
+        base: type | tuple[type, ...],
+        accept: tuple[type, ...],
+        expect: str,
+    ) -> None:
+        super().__init__(annotation)
+        self._base = base  # what may be converted at all (else: a type mismatch)
+        self._accept = accept  # exact plain types allowed after conversion
+        self._expect = expect  # pydantic's wording, so both paths read alike
+        self._float = annotation is float
+
+    def to_plain(self, value: object, where: str, task: str | None = None) -> object:
+        t = type(value)
+        if isinstance(value, self._base) or t.__module__ == "numpy":
+            plain = _to_plain(value, where, task)
+            pt = type(plain)
+            if pt in self._accept:
+                if self._float and pt is int:
+                    return self._to_float(plain, value, where, task)
+                return plain
+        message = f"{where}: Input should be {self._expect} {_got(value)}"
+        raise NotSerializableError(_prefix(task) + message, path=where, task=task)
+
+    @staticmethod
+    def _to_float(plain: Any, value: object, where: str, task: str | None) -> float:
+        # An int given for `float` becomes a float, so that f(1) and f(1.0) are one call
+        # and the round trip yields a float.
+        try:
+            return float(plain)
+        except OverflowError:
+            message = f"{where}: int is too large to be a float {_got(value)}"
+            raise NotSerializableError(_prefix(task) + message, path=where, task=task) from None
+
+
+class _PydanticCodec(Codec):
+    """Any other annotation: ``pydantic.TypeAdapter``, built on first use."""
+
+    __slots__ = ("_adapter", "_fallback")
+    plain = False
+
+    def __init__(self, annotation: object) -> None:
+        super().__init__(annotation)
+        self._adapter: Any = None
+        self._fallback = False
+
+    def _build(self) -> Any:
+        from pydantic import PydanticUndefinedAnnotation, PydanticUserError, TypeAdapter
+
+        try:
+            self._adapter = TypeAdapter(self.annotation)  # type: ignore[arg-type]
+        except (PydanticUserError, PydanticUndefinedAnnotation, TypeError):
+            # pydantic cannot handle this annotation (an arbitrary class, typing's
+            # TypedDict before 3.12...): apply the plain rules, which still refuse
+            # whatever is not JSON-shaped.
+            self._fallback = True
+        return self._adapter
+
+    def to_plain(self, value: object, where: str, task: str | None = None) -> object:
+        adapter = self._adapter if self._adapter is not None else self._build()
+        if adapter is None:
+            return _to_plain(value, where, task)
+        from pydantic import ValidationError
+
+        try:
+            validated = adapter.validate_python(value, strict=True)
+        except ValidationError as exc:
+            raise _validation_error(exc, value, where, task) from exc
+        try:
+            dumped = adapter.dump_python(validated, mode="json")
+        except Exception as exc:  # PydanticSerializationError, UnicodeDecodeError...
+            message = f"{where}: {type(value).__name__} could not be written as JSON: {exc}"
+            raise NotSerializableError(_prefix(task) + message, path=where, task=task) from exc
+        # pydantic's JSON mode may still leave lone surrogates, huge ints, subclasses.
+        return _to_plain(dumped, where, task)
+
+    def from_plain(self, plain: object, where: str = "value", task: str | None = None) -> object:
+        adapter = self._adapter if self._adapter is not None else self._build()
+        if adapter is None:
+            return plain
+        from pydantic import ValidationError
+
+        try:
+            # Lax on purpose: the plain value came from our own dump, so a datetime
+            # arrives as a str and a tuple as a list.
+            return adapter.validate_python(plain)
+        except ValidationError as exc:
+            raise _validation_error(exc, plain, where, task) from exc
+
+
+def _validation_error(
+    exc: Any, value: object, where: str, task: str | None
+) -> NotSerializableError:
+    errors = exc.errors(include_url=False)
+    parts: list[str] = []
+    paths: list[str] = []
+    for err in errors[:3]:
+        path = where + _loc_path(value, err["loc"], err["type"] == "missing")
+        paths.append(path)
+        parts.append(f"{path}: {err['msg']} {_got(err['input'])}")
+    more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
+    return NotSerializableError(_prefix(task) + "; ".join(parts) + more, path=paths[0], task=task)
+
+
+def _loc_path(value: object, loc: tuple[int | str, ...], missing: bool) -> str:
+    """Path segments for pydantic's ``loc``, walking the input to skip union tags."""
+    segments: list[str] = []
+    cur: Any = value
+    for n, item in enumerate(loc):
+        try:
+            if isinstance(item, str) and hasattr(cur, "__dict__"):
+                cur = getattr(cur, item)  # a model's or dataclass's field
+            else:
+                cur = cur[item]  # an index or a key
+        except Exception:
+            if not (missing and n == len(loc) - 1):  # an absent required field is named
+                continue  # a union member tag, '[key]' and the like: not in the value
+        segments.append(f"[{item!r}]")
+    return "".join(segments)
+
+
+# --- codec_for ----------------------------------------------------------------------
+
+_PLAIN: Final = Codec(NO_ANNOTATION)
+_NONE: Final = _BuiltinCodec(None, type(None), (type(None),), "None")
+_CODECS: dict[object, Codec] = {
+    NO_ANNOTATION: _PLAIN,
+    inspect.Parameter.empty: _PLAIN,  # the same object as inspect.Signature.empty
+    typing.Any: _PLAIN,
+    object: _PLAIN,
+    None: _NONE,
+    type(None): _NONE,
+    int: _BuiltinCodec(int, int, (int,), "a valid integer"),
+    float: _BuiltinCodec(float, (int, float), (int, float), "a valid number"),
+    str: _BuiltinCodec(str, str, (str,), "a valid string"),
+    bool: _BuiltinCodec(bool, bool, (bool,), "a valid boolean"),
+    list: _BuiltinCodec(list, list, (list,), "a valid list"),
+    dict: _BuiltinCodec(dict, dict, (dict,), "a valid dictionary"),
+}
+
+
+def codec_for(annotation: object) -> Codec:
+    """The (cached) codec for a resolved annotation; ``NO_ANNOTATION`` for none.
+
+    String annotations and ``ForwardRef``s cannot be resolved here (their module's
+    namespace is unknown) and get the plain codec: resolve them first, with
+    ``inspect.signature(fn, eval_str=True)`` or ``typing.get_type_hints``.
+    """
+    try:
+        return _CODECS[annotation]
+    except KeyError:
+        pass
+    except TypeError:  # unhashable, e.g. Annotated with a list in its metadata
+        return _make(annotation)
+    codec = _make(annotation)
+    _CODECS[annotation] = codec
+    return codec
+
+
+def _make(annotation: object) -> Codec:
+    if isinstance(annotation, (str, typing.ForwardRef)):
+        return _PLAIN
+    return _PydanticCodec(annotation)
+
+
+# --- transport ----------------------------------------------------------------------
+
+# Built once: json.dumps with options builds a new encoder per call. Key order is kept
+# (it is part of the value a future yields); canonical_json in _keys sorts for keys.
+_ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=True).encode
+_DECODE = json.JSONDecoder().decode
+
+
+def dumps(plain: object) -> str:
+    """Compact JSON text of a plain value (NaN and infinities as NaN / Infinity)."""
+    return _ENCODE(plain)
+
+
+def loads(text: str) -> object:
+    """The plain value of JSON text written by ``dumps``."""
+    return _DECODE(text)

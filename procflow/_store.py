@@ -1,0 +1,545 @@
+"""The embedded durable store: run records, checkpoint chunks and result-cache entries.
+
+The only module that imports diskcache (DESIGN.md section 3). diskcache's defaults are
+a cache's, so the store runs with eviction off, every value inside SQLite (no side
+files, which diskcache writes without fsync and reads back as a miss when missing),
+and JSON text as the only value type; a pickle-mode entry is refused, never unpickled.
+
+Keys are plain ``str``; their prefixes are the key spaces::
+
+    meta/format               "1"
+    record/<run_id>           the run record (JSON object)       tag "run:<run_id>"
+    chunk/<run_id>/<seq:08d>  one commit's entries (JSON array)  tag "run:<run_id>"
+    cache/<key>               "[stored_at,expires_at]" line, then the value text
+                                                                 tag "cache:<task>"
+
+Tags carry a prefix of their own so that a run id can never collide with a task name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sqlite3
+import sys
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import diskcache
+
+from procflow.errors import StoreError
+
+__all__ = ["FORMAT_VERSION", "CacheEntry", "Store"]
+
+FORMAT_VERSION = 1
+REQUIRED_RUN_FIELDS = ("run_id", "status")  # what check() insists every run record has
+
+_FORMAT_KEY = "meta/format"
+_RECORD, _CHUNK, _CACHE = "record/", "chunk/", "cache/"
+_RUN_TAG, _CACHE_TAG = "run:", "cache:"
+_SYNC = {"normal": 1, "full": 2}  # PRAGMA synchronous levels
+_DBNAME = "cache.db"  # diskcache.core.DBNAME
+_MODE_RAW, _MODE_PICKLE = 1, 4  # diskcache.core.MODE_*
+_BUSY_TIMEOUT = 60.0  # seconds a writer waits for another process's write lock
+_MOUNTS = "/proc/mounts"
+_NETWORK_FS = frozenset({"nfs", "nfs4", "cifs", "fuse.sshfs", "9p", "lustre", "gpfs"})
+_DB_ERRORS = (sqlite3.Error, OSError, diskcache.Timeout)
+_FIX = "move it away or point checkpointer= (or --store) elsewhere"
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    """One result-cache entry; ``value`` is JSON text, times are wall-clock seconds."""
+
+    key: str
+    task: str
+    value: str
+    stored_at: float
+    expires_at: float | None
+
+
+class _TextDisk(diskcache.Disk):  # type: ignore[misc]
+    """Writes and reads text only: unpickling an entry would run code from the folder
+    (CVE-2025-69872), and writing a non-str would silently fall back to pickle."""
+
+    def store(self, value: Any, read: bool, key: Any = None) -> tuple[Any, ...]:
+        if type(value) is not str:
+            raise TypeError(f"store values are JSON text (str), not {type(value).__name__}")
+        return super().store(value, read, key=key)
+
+    def fetch(self, mode: int, filename: str | None, value: Any, read: bool) -> Any:
+        result = None if mode == _MODE_PICKLE else super().fetch(mode, filename, value, read)
+        if type(result) is not str:
+            what = "a pickled entry" if mode == _MODE_PICKLE else "a non-text entry"
+            raise StoreError(
+                f"the store at {self._directory!r} holds {what}, which procflow never writes: "
+                f"the folder is not a procflow store or was tampered with; {_FIX}"
+            )
+        return result
+
+
+class _Cache(diskcache.Cache):  # type: ignore[misc]
+    """Holds every new (per-thread) connection to this Store's ``sync`` level.
+
+    diskcache applies the ``sqlite_*`` settings saved in the database to each new
+    connection, and each opener overwrites them: without this, a ``sync="normal"``
+    process opening the folder would downgrade a ``sync="full"`` process's commits
+    made from any thread it starts afterwards.
+    """
+
+    def __init__(self, directory: str, synchronous: int, **settings: Any) -> None:
+        self._procflow_synchronous = synchronous
+        super().__init__(directory, sqlite_synchronous=synchronous, **settings)
+
+    @property
+    def _con(self) -> sqlite3.Connection:
+        local = self._local
+        fresh = getattr(local, "con", None) is None or getattr(local, "pid", None) != os.getpid()
+        con: sqlite3.Connection = super()._con
+        if fresh:  # after diskcache has applied the saved settings to it
+            con.execute(f"PRAGMA synchronous = {self._procflow_synchronous}")
+        return con
+
+
+class Store:
+    """A procflow store folder; several processes may open one at once (SQLite WAL)."""
+
+    def __init__(self, path: str | os.PathLike[str], *, sync: str = "normal") -> None:
+        if sync not in _SYNC:
+            raise ValueError(f"sync must be 'normal' or 'full', not {sync!r}")
+        self.path = Path(os.fspath(path)).expanduser().resolve()
+        self.sync = sync
+        # Next chunk number of each run this object has seen: probed or learnt from
+        # load_entries, advanced only after a commit succeeds (a rollback leaves no gap).
+        self._seq: dict[str, int] = {}
+        self._cache: _Cache | None = self._open()
+
+    def _open(self) -> _Cache:
+        try:
+            if self.path.exists() and not self.path.is_dir():
+                raise StoreError(
+                    f"the store path {str(self.path)!r} is a file, not a folder; {_FIX}"
+                )
+            self.path.mkdir(parents=True, exist_ok=True)
+            _warn_if_network_fs(self.path)
+            fresh = self._inspect()
+            cache = _Cache(
+                str(self.path),
+                _SYNC[self.sync],
+                timeout=_BUSY_TIMEOUT,
+                disk=_TextDisk,
+                eviction_policy="none",
+                cull_limit=0,
+                size_limit=2**62,
+                disk_min_file_size=2**40,
+                statistics=False,
+                tag_index=True,
+            )
+        except _DB_ERRORS as exc:
+            raise self._error("opening", exc) from exc
+        try:
+            # add() is atomic: of several processes creating the store at once, one
+            # writes the marker and the others verify what it wrote.
+            if fresh and not cache.add(_FORMAT_KEY, str(FORMAT_VERSION)):
+                self._verify_format(_MODE_RAW, cache.get(_FORMAT_KEY), 0)
+        except BaseException as exc:
+            cache.close()
+            if isinstance(exc, _DB_ERRORS):
+                raise self._error("opening", exc) from exc
+            raise
+        return cache
+
+    def _inspect(self) -> bool:
+        """Refuse a foreign or other-version folder before diskcache writes to it.
+
+        Reads through a read-only SQLite connection (a second SQLite connection is safe
+        beside live ones; only non-SQLite opens of the file break SQLite's locks).
+        Returns whether the store still lacks its format marker.
+        """
+        db = self.path / _DBNAME
+        if not db.exists():
+            with os.scandir(self.path) as listing:
+                if any(listing):
+                    raise StoreError(
+                        f"{str(self.path)!r} is not a procflow store: the folder holds other "
+                        f"files and no {_DBNAME}; {_FIX}"
+                    )
+            return True
+        con = sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True, timeout=_BUSY_TIMEOUT)
+        try:
+            sql = "SELECT name FROM sqlite_master WHERE type = 'table'"
+            tables = {name for (name,) in con.execute(sql)}
+            if "Cache" not in tables:
+                if tables - {"Settings"}:
+                    raise StoreError(
+                        f"{str(self.path)!r} is not a procflow store: its {_DBNAME} is another "
+                        f"program's SQLite database; {_FIX}"
+                    )
+                return True  # another process is creating the store right now
+            sql = "SELECT mode, value FROM Cache WHERE key = ? AND raw = 1"
+            row = con.execute(sql, (_FORMAT_KEY,)).fetchone() or (_MODE_RAW, None)
+            (count,) = con.execute("SELECT COUNT(*) FROM Cache").fetchone()
+        finally:
+            con.close()
+        return self._verify_format(*row, count)
+
+    def _verify_format(self, mode: int, value: Any, count: int) -> bool:
+        where = repr(str(self.path))
+        if value is None and count:
+            raise StoreError(
+                f"{where} is not a procflow store: it is a diskcache folder with {count} "
+                f"entries and no procflow format marker; {_FIX}"
+            )
+        if value is not None and value != str(FORMAT_VERSION):
+            found = value if mode == _MODE_RAW and isinstance(value, str) else "(unreadable)"
+            raise StoreError(
+                f"the store at {where} has format version {found}, but this procflow reads "
+                f"version {FORMAT_VERSION}; use the procflow release that wrote it, or {_FIX}"
+            )
+        return value is None
+
+    # -- lifecycle and helpers ---------------------------------------------------------
+
+    @property
+    def _c(self) -> _Cache:
+        if self._cache is None:
+            raise StoreError(f"the store at {str(self.path)!r} is closed")
+        return self._cache
+
+    def close(self) -> None:
+        """Idempotent. Connections of other threads close when the object is freed."""
+        cache, self._cache = self._cache, None
+        if cache is not None:
+            cache.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _error(self, what: str, exc: BaseException) -> StoreError:
+        """A StoreError naming the path, the cause and what to do about it."""
+        cause = exc
+        if isinstance(exc, diskcache.Timeout) and exc.__context__ is not None:
+            cause = exc.__context__  # diskcache raises Timeout `from None` over the cause
+        text = str(cause) or "timed out"
+        low = text.lower()
+        if isinstance(cause, diskcache.Timeout) or "locked" in low or "busy" in low:
+            hint = f"another process held the write lock over {_BUSY_TIMEOUT:g} s; retry later"
+        elif "not a database" in low or "malformed" in low:
+            hint = f"the database is damaged: restore the folder from a backup, or {_FIX}"
+        elif "full" in low or "no space" in low:
+            hint = "free some disk space, then resume the run"
+        else:
+            hint = "check that the folder is a procflow store and is writable"
+        return StoreError(
+            f"store at {str(self.path)!r}: {what} failed: {type(cause).__name__}: {text}; {hint}"
+        )
+
+    def _get(self, key: str) -> str | None:
+        try:
+            text: str | None = self._c.get(key)
+        except _DB_ERRORS as exc:
+            raise self._error(f"reading {key!r}", exc) from exc
+        return text
+
+    def _parse(self, key: str, text: str, kind: type) -> Any:
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = None
+        if not isinstance(value, kind):
+            raise StoreError(
+                f"store at {str(self.path)!r}: entry {key!r} is not a JSON {kind.__name__}; "
+                "the store is damaged (see Store.check())"
+            )
+        return value
+
+    def _cache_fields(self, key: str, text: str) -> tuple[float, float | None, str]:
+        header, _, value = text.partition("\n")
+        times = self._parse(key, header, list)
+        number = (int, float)
+        if not (
+            len(times) == 2
+            and isinstance(times[0], number)
+            and isinstance(times[1], (*number, type(None)))
+        ):
+            raise StoreError(
+                f"store at {str(self.path)!r}: cache entry {key!r} has a damaged header "
+                f"{header!r}; drop it with Store.cache_clear()"
+            )
+        return times[0], times[1], value
+
+    # -- run records -------------------------------------------------------------------
+
+    def get_run(self, run_id: str) -> dict[str, Any] | None:
+        key = _RECORD + run_id
+        text = self._get(key)
+        return None if text is None else self._parse(key, text, dict)  # type: ignore[no-any-return]
+
+    def put_run(self, record: dict[str, Any]) -> None:
+        run_id = _run_id_of(record)
+        try:
+            self._c.set(_RECORD + run_id, _dumps(record), tag=_RUN_TAG + run_id)
+        except _DB_ERRORS as exc:
+            raise self._error(f"saving the record of run {run_id!r}", exc) from exc
+
+    def list_runs(self) -> list[dict[str, Any]]:
+        """Every run record, by ``started_at`` (records without one last)."""
+        # diskcache has no prefix query: read its Cache table (key, raw, mode, filename,
+        # value), whose schema has not changed since diskcache 3.
+        sql = "SELECT key, mode, filename, value FROM Cache WHERE raw = 1 AND key >= ? AND key < ?"
+        cache = self._c
+        try:
+            rows = cache._sql(sql, (_RECORD, "record0")).fetchall()  # "0" follows "/"
+            runs = [self._parse(k, cache.disk.fetch(m, f, v, False), dict) for k, m, f, v in rows]
+        except _DB_ERRORS as exc:
+            raise self._error("listing runs", exc) from exc
+        runs.sort(key=lambda r: (r.get("started_at") is None, r.get("started_at") or 0))
+        return runs
+
+    def delete_run(self, run_id: str) -> bool:
+        """Delete a run's record and all its chunks; False if there was nothing."""
+        cache = self._c
+        try:
+            # One transaction: a crash half-way must not leave chunks behind to be read
+            # back as checkpoints of a later run with the same id.
+            with cache.transact():
+                removed: int = cache.evict(_RUN_TAG + run_id)
+        except _DB_ERRORS as exc:
+            raise self._error(f"deleting run {run_id!r}", exc) from exc
+        self._seq.pop(run_id, None)
+        return removed > 0
+
+    # -- checkpoints -------------------------------------------------------------------
+
+    def commit(
+        self,
+        run_id: str,
+        entries: list[dict[str, Any]],
+        *,
+        cache_entries: Sequence[CacheEntry] = (),
+        run_record: dict[str, Any] | None = None,
+    ) -> None:
+        """Write ``entries`` as one chunk, the cache entries and the record atomically."""
+        if run_record is not None and _run_id_of(run_record) != run_id:
+            raise ValueError(f"run_record is for run {run_record['run_id']!r}, not {run_id!r}")
+        # Encode before taking the write lock, which is then held for SQL only.
+        chunk = _dumps(entries) if entries else None
+        cached = [(_CACHE + e.key, _encode_cache(e), _CACHE_TAG + e.task) for e in cache_entries]
+        record = None if run_record is None else _dumps(run_record)
+        tag, cache, seq = _RUN_TAG + run_id, self._c, -1
+        try:
+            with cache.transact():
+                if chunk is not None:
+                    seq = self._seq.get(run_id, -1)
+                    if seq < 0:
+                        seq = self._probe(run_id)
+                    # add() never overwrites: a number already taken (a gap the probe
+                    # missed, another writer) moves the chunk on instead of losing one.
+                    while not cache.add(f"{_CHUNK}{run_id}/{seq:08d}", chunk, tag=tag):
+                        seq += 1
+                for key, text, cache_tag in cached:
+                    cache.set(key, text, tag=cache_tag)
+                if record is not None:
+                    cache.set(_RECORD + run_id, record, tag=tag)
+        except _DB_ERRORS as exc:
+            raise self._error(f"committing checkpoints of run {run_id!r}", exc) from exc
+        if seq >= 0:
+            self._seq[run_id] = seq + 1
+
+    def _probe(self, run_id: str) -> int:
+        """The first free chunk number, in O(log n) lookups (chunks are contiguous)."""
+        cache, prefix = self._c, f"{_CHUNK}{run_id}/"
+        high = 0
+        while f"{prefix}{high:08d}" in cache:
+            high = high * 2 + 1
+        low = (high - 1) // 2 if high else -1  # chunk `low` exists, chunk `high` does not
+        while high - low > 1:
+            mid = (low + high) // 2
+            low, high = (mid, high) if f"{prefix}{mid:08d}" in cache else (low, mid)
+        return high
+
+    def load_entries(self, run_id: str) -> list[dict[str, Any]]:
+        """Every entry committed for the run, in commit order: one get per chunk."""
+        entries: list[dict[str, Any]] = []
+        seq = 0
+        while (text := self._get(key := f"{_CHUNK}{run_id}/{seq:08d}")) is not None:
+            entries.extend(self._parse(key, text, list))
+            seq += 1
+        self._seq[run_id] = max(seq, self._seq.get(run_id, 0))  # spares commit a probe
+        return entries
+
+    def size_bytes(self) -> int:
+        """Bytes on disk under the store folder (database, WAL, shared memory)."""
+        # stat() only: opening and closing the database file from Python would drop
+        # the POSIX locks SQLite holds in this process.
+        total = 0
+        for root, _dirs, files in os.walk(self.path):
+            for name in files:
+                try:
+                    total += os.stat(os.path.join(root, name)).st_size
+                except OSError:
+                    continue  # removed meanwhile, like the -shm file at close
+        return total
+
+    # -- result cache ------------------------------------------------------------------
+
+    def cache_get(self, key: str, *, now: float) -> str | None:
+        """The cached JSON value text, or None when missing or expired at ``now``."""
+        text = self._get(_CACHE + key)
+        if text is None:
+            return None
+        stored_at, expires_at, value = self._cache_fields(_CACHE + key, text)
+        # Reads stay read-only (no delete of expired entries): a delete here could race
+        # another process that just stored a fresh value; the next store overwrites.
+        # A stored_at after `now` means the clock went back and the age is unknown, so a
+        # TTL entry counts as expired; entries without a TTL never expire.
+        if expires_at is not None and (now >= expires_at or stored_at > now):
+            return None
+        return value
+
+    def cache_clear(self, task: str | None = None) -> int:
+        """Remove the cache entries of ``task`` (of every task when None); how many."""
+        cache = self._c
+        try:
+            with cache.transact():
+                if task is None:
+                    sql = "SELECT DISTINCT tag FROM Cache WHERE tag >= ? AND tag < ?"
+                    tags = [t for (t,) in cache._sql(sql, (_CACHE_TAG, "cache;")).fetchall()]
+                else:
+                    tags = [_CACHE_TAG + task]
+                removed: int = sum(cache.evict(tag) for tag in tags)
+        except _DB_ERRORS as exc:
+            raise self._error("clearing the result cache", exc) from exc
+        return removed
+
+    def cache_stats(self) -> dict[str, Any]:
+        """``{"entries": n, "bytes": b, "by_task": {task: n}}`` of the result cache."""
+        sql = (
+            "SELECT tag, COUNT(*), SUM(LENGTH(CAST(value AS BLOB))) FROM Cache"
+            " WHERE raw = 1 AND key >= ? AND key < ? GROUP BY tag"
+        )
+        try:
+            rows = self._c._sql(sql, (_CACHE, "cache0")).fetchall()
+        except _DB_ERRORS as exc:
+            raise self._error("reading cache statistics", exc) from exc
+        by_task = {str(tag).removeprefix(_CACHE_TAG): n for tag, n, _ in rows}
+        size = sum(b or 0 for _, _, b in rows)
+        return {"entries": sum(by_task.values()), "bytes": size, "by_task": by_task}
+
+    # -- checking ----------------------------------------------------------------------
+
+    def check(self) -> list[str]:
+        """Problems found in the store, one sentence each; [] when it is sound."""
+        cache, problems = self._c, []
+        runs: set[str] = set()
+        seqs: dict[str, list[int]] = {}
+        fmt = None
+        try:
+            # "empty directory" is left by an interrupted side-file write; procflow
+            # writes no side files and an empty folder loses nothing.
+            problems = [
+                f"diskcache: {w.message}"
+                for w in cache.check()
+                if not issubclass(w.category, diskcache.EmptyDirWarning)
+            ]
+            settings = dict(cache._sql("SELECT key, value FROM Settings").fetchall())
+            if settings.get("eviction_policy") != "none" or settings.get("cull_limit") != 0:
+                problems.append("eviction is on: a program other than procflow reopened it")
+            sql = "SELECT key, raw, mode, filename, value FROM Cache"
+            for key, raw, mode, filename, value in cache._sql(sql):
+                if not raw or mode == _MODE_PICKLE:  # never decoded
+                    problems.append(f"entry {key!r} is pickled (procflow never writes pickle)")
+                    continue
+                try:
+                    text = cache.disk.fetch(mode, filename, value, False)
+                    if key == _FORMAT_KEY:
+                        fmt = text
+                    elif key.startswith(_RECORD):
+                        record = self._parse(key, text, dict)
+                        runs.add(key[len(_RECORD) :])
+                        missing = [f for f in REQUIRED_RUN_FIELDS if f not in record]
+                        if missing:
+                            problems.append(f"run record {key!r} lacks the fields {missing}")
+                        elif record["run_id"] != key[len(_RECORD) :]:
+                            problems.append(f"run record {key!r} is for {record['run_id']!r}")
+                    elif key.startswith(_CHUNK):
+                        self._parse(key, text, list)
+                        run_id, _, seq = key[len(_CHUNK) :].rpartition("/")
+                        seqs.setdefault(run_id, []).append(int(seq) if seq.isdigit() else -1)
+                    elif key.startswith(_CACHE):
+                        self._cache_fields(key, text)
+                    else:
+                        problems.append(f"entry {key!r} is outside procflow's key spaces")
+                except StoreError as exc:
+                    problems.append(f"entry {key!r}: {exc}")
+        except _DB_ERRORS as exc:
+            return [*problems, f"the store could not be read: {type(exc).__name__}: {exc}"]
+        if fmt != str(FORMAT_VERSION):
+            problems.append(f"format marker {_FORMAT_KEY!r} is {fmt!r}, not '{FORMAT_VERSION}'")
+        for run_id, numbers in sorted(seqs.items()):
+            if sorted(numbers) != list(range(len(numbers))):
+                problems.append(
+                    f"run {run_id!r}: checkpoint chunks are not numbered 0..{len(numbers) - 1} "
+                    "without gaps; those after a gap are not loaded"
+                )
+            if run_id not in runs:
+                problems.append(f"run {run_id!r} has checkpoint chunks but no run record")
+        return problems
+
+
+def _run_id_of(record: dict[str, Any]) -> str:
+    run_id = record.get("run_id")
+    if not isinstance(run_id, str) or not run_id:
+        raise ValueError(f"a run record needs a non-empty str 'run_id', got {run_id!r}")
+    return run_id
+
+
+def _dumps(value: Any) -> str:
+    # ensure_ascii (the default) escapes lone surrogates, which SQLite cannot store.
+    return json.dumps(value, separators=(",", ":"))
+
+
+def _encode_cache(entry: CacheEntry) -> str:
+    # A header line, then the value text untouched: cache_get returns exactly the text
+    # that was stored, and the TTL decision parses only the header.
+    return f"{_dumps([entry.stored_at, entry.expires_at])}\n{entry.value}"
+
+
+def _warn_if_network_fs(path: Path) -> None:
+    """Warn when ``path`` is on a network filesystem, where SQLite's locking is unsafe."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        with open(_MOUNTS, encoding="utf-8", errors="replace") as mounts:
+            lines = mounts.read().splitlines()
+    except OSError:
+        return
+    target, best, fstype = str(path), "", ""
+    for fields in (line.split() for line in lines):
+        if len(fields) < 3:
+            continue
+        point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), fields[1])  # \040 = space
+        inside = target == point or target.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):  # the deepest mount, the last one on ties
+            best, fstype = point, fields[2]
+    if fstype in _NETWORK_FS or fstype.startswith("smb"):
+        warnings.warn(
+            f"the procflow store {target!r} is on a {fstype} network filesystem: SQLite's "
+            "locking needs every process that opens it on one host, or the store may be "
+            "corrupted; prefer a local disk",
+            RuntimeWarning,
+            stacklevel=4,
+        )

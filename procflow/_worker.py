@@ -1,0 +1,241 @@
+"""What runs a task call: in a worker process, a driver thread, or inline.
+
+Whatever happens inside the user's function, the driver receives an ``Outcome``
+envelope, never a raw object that could fail to unpickle there (DESIGN.md section 3):
+the result as validated JSON text, or the error as type name, message, traceback text
+and the pickled exception only if it survives a pickle round trip here.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from . import _serde
+from ._context import CallInfo, current_call_var
+from ._futures import TaskFuture
+from .errors import NotSerializableError, OutsideRunError, TaskError
+
+if TYPE_CHECKING:
+    from ._policies import RetryPolicy
+    from ._task import Task
+
+__all__ = ["Outcome", "execute", "run_batch"]
+
+# (call_id, ok, JSON text of the result | error envelope dict, metadata dict)
+Outcome = tuple[str, bool, Any, dict[str, Any]]
+# (call_id, task payload, JSON text of [args, kwargs], attempt, run_id, retry policy)
+CallSpec = tuple[str, bytes, str, int, "str | None", "RetryPolicy | None"]
+
+_EXIT_TYPES = (SystemExit, KeyboardInterrupt, GeneratorExit)
+_task_cache: dict[bytes, Task[Any, Any]] = {}
+
+
+def execute(
+    task: Task[Any, Any],
+    args: list[Any],
+    kwargs: dict[str, Any],
+    info: CallInfo,
+    retry_policy: RetryPolicy | None,
+) -> Outcome:
+    """Run one call of ``task`` with JSON-shaped arguments; never raises."""
+    start = time.time()
+    cpu_start = time.thread_time()
+    token = current_call_var.set(info)
+    ok = True
+    payload: Any
+    try:
+        typed_args, typed_kwargs = task.from_plain_args(args, kwargs)
+        result = task.fn(*typed_args, **typed_kwargs)
+        plain = task.result_codec().to_plain(result, "result", task.name)
+        payload = _serde.dumps(plain)
+    except BaseException as exc:
+        ok = False
+        payload = error_envelope(exc, retry_policy)
+    finally:
+        current_call_var.reset(token)
+    meta = {
+        "pid": os.getpid(),
+        "start": start,
+        "end": time.time(),
+        "cpu": time.thread_time() - cpu_start,
+    }
+    return (info.call_id, ok, payload, meta)
+
+
+def error_envelope(exc: BaseException, retry_policy: RetryPolicy | None) -> dict[str, Any]:
+    """The error as data that always crosses the process boundary."""
+    kind = "error"
+    if isinstance(exc, NotSerializableError):
+        kind = "not_serializable"
+    elif isinstance(exc, _EXIT_TYPES):
+        kind = "exit"
+    pickled: bytes | None = None
+    if kind != "exit":
+        try:
+            import cloudpickle
+
+            pickled = cloudpickle.dumps(exc)
+            pickle.loads(pickled)
+        except Exception:
+            pickled = None
+    # retry_on is evaluated here, against the original exception, because the driver may
+    # only get a TaskError stand-in for it.
+    retry = False
+    if retry_policy is not None and kind == "error":
+        try:
+            retry = retry_policy.matches(exc)
+        except Exception:
+            retry = False
+    return {
+        "type": f"{type(exc).__module__}.{type(exc).__qualname__}",
+        "type_name": type(exc).__name__,
+        "message": str(exc),
+        "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+        "exc": pickled,
+        "kind": kind,
+        "retry": retry,
+    }
+
+
+def run_batch(specs: list[CallSpec]) -> list[Outcome]:
+    """The function loky runs in a worker: one dispatch, several calls."""
+    outcomes = []
+    for call_id, payload, args_text, attempt, run_id, retry_policy in specs:
+        task = _task_cache.get(payload)
+        if task is None:
+            task = pickle.loads(payload)
+            _task_cache[payload] = task
+        args, kwargs = _serde.loads(args_text)
+        info = CallInfo(run_id=run_id, call_id=call_id, attempt=attempt, task=task.name)
+        outcomes.append(execute(task, args, kwargs, info, retry_policy))
+    return outcomes
+
+
+def run_nested(
+    task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any], parent: CallInfo
+) -> TaskFuture[Any]:
+    """A task called inside another task: run it here, now, with its retry policy."""
+    future: TaskFuture[Any] = TaskFuture(task.name, f"{parent.call_id}/{task.name}")
+    future.observed = True
+    if task.is_async:
+        future.set_exception(
+            OutsideRunError(f"async task {task.name!r} cannot be called inside another task")
+        )
+        return future
+    try:
+        plain_args, plain_kwargs = task.to_plain_args(args, kwargs)
+    except BaseException as exc:
+        future.set_exception(exc)
+        return future
+    policy = task.retry_policy
+    attempts = policy.max_attempts if policy else 1
+    for attempt in range(1, attempts + 1):
+        info = CallInfo(parent.run_id, future.call_id, attempt, task.name)
+        # Fresh copies per attempt: a failed attempt may have mutated its arguments.
+        copy_args, copy_kwargs = _serde.loads(_serde.dumps([plain_args, plain_kwargs]))
+        call_id, ok, payload, _ = execute(task, copy_args, copy_kwargs, info, policy)
+        if ok:
+            plain = _serde.loads(payload)
+            future.set_result(task.result_codec().from_plain(plain))
+            return future
+        if attempt < attempts and payload["retry"] and policy is not None:
+            time.sleep(policy.delay(attempt))
+            continue
+        future.set_exception(rebuild_exception(payload, task.name, call_id, attempt, None))
+        return future
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+class RemoteTraceback(Exception):
+    """The traceback of an exception raised in a worker, chained as its cause."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+    def __str__(self) -> str:
+        return "\n" + self.text
+
+
+def rebuild_exception(
+    envelope: dict[str, Any], task: str, call_id: str, attempt: int, run_id: str | None
+) -> BaseException:
+    """The task's own exception (or a TaskError stand-in) with its remote traceback."""
+    exc: BaseException | None = None
+    if envelope.get("exc") is not None:
+        try:
+            exc = pickle.loads(envelope["exc"])
+        except Exception:
+            exc = None
+    if exc is None:
+        what = "exited" if envelope["kind"] == "exit" else "raised"
+        exc = TaskError(
+            f"task {task!r} {what} {envelope['type']}: {envelope['message']}",
+            type_name=envelope["type_name"],
+            remote_traceback=envelope["traceback"],
+        )
+    exc.__cause__ = RemoteTraceback(envelope["traceback"])
+    run = f"run {run_id!r}, " if run_id else ""
+    add_note(exc, f"in task {task!r} ({run}call {call_id[:16]}, attempt {attempt})")
+    return exc
+
+
+def add_note(exc: BaseException, note: str) -> None:
+    if sys.version_info >= (3, 11):
+        exc.add_note(note)
+    else:  # pragma: no cover - Python 3.10
+        notes = getattr(exc, "__notes__", None)
+        if not isinstance(notes, list):
+            notes = []
+            exc.__notes__ = notes  # type: ignore[attr-defined]
+        notes.append(note)
+
+
+# -- worker process set-up -------------------------------------------------------------
+def init_worker(
+    parent_pid: int, initializer: Callable[..., Any] | None, initargs: tuple[Any, ...]
+) -> None:
+    """Runs once in every worker process before it takes work.
+
+    Workers ignore Ctrl-C (the driver handles it and stops the pool, so no task records
+    a KeyboardInterrupt as its failure) and die with the driver: a parent-death signal
+    on Linux, plus a watchdog thread everywhere, since a SIGKILLed driver otherwise
+    leaves busy workers computing for as long as their task lasts.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _set_parent_death_signal()
+    if os.getppid() != parent_pid:  # the parent died before the signal was armed
+        os._exit(1)
+    threading.Thread(
+        target=_watch_parent, args=(parent_pid,), name="procflow-watchdog", daemon=True
+    ).start()
+    if initializer is not None:
+        initializer(*initargs)
+
+
+def _set_parent_death_signal() -> None:
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # pragma: no cover - exotic libc
+        pass
+
+
+def _watch_parent(parent_pid: int, interval: float = 0.5) -> None:
+    while True:
+        if os.getppid() != parent_pid:
+            os._exit(1)
+        time.sleep(interval)
