@@ -30,6 +30,7 @@ class Call:
         "args",
         "attempt",
         "attempts",
+        "breaks",
         "call_id",
         "deps",
         "executor",
@@ -40,6 +41,7 @@ class Call:
         "run",
         "started",
         "task",
+        "token",
     )
 
     def __init__(
@@ -66,6 +68,8 @@ class Call:
         self.attempt = 1
         self.pending = 0
         self.started = 0.0
+        self.token = 0  # this dispatch's number, which the worker's messages carry
+        self.breaks = 0  # pool breaks this call was in flight for, culprit unknown
         # One dict per finished attempt (pid, start, end, cpu, error): the store keeps it.
         self.attempts: list[dict[str, Any]] = []
 

@@ -13,6 +13,7 @@ import functools
 import hashlib
 import inspect
 import json
+import json.encoder
 import re
 import types
 import weakref
@@ -25,13 +26,39 @@ __all__ = ["FUTURE_MARKER", "canonical_json", "code_fingerprint", "digest"]
 # argument would plausibly use, so the canonical text of the two cannot meet.
 FUTURE_MARKER = "\x00call"
 
-# One encoder built once: json.dumps with non-default options builds a new
-# JSONEncoder on every call, which is measurable on the per-call hot path.
-# ensure_ascii=False keeps keys readable and short; allow_nan=True writes NaN and the
-# infinities as the fixed tokens NaN / Infinity / -Infinity.
-_CANONICAL = json.JSONEncoder(
-    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=True
-).encode
+
+def compact_encoder(*, sort_keys: bool) -> Callable[[object], str]:
+    """A fast JSON writer for plain values: compact, not ASCII-escaped, NaN allowed.
+
+    ``json.dumps`` builds a new encoder on every call and ``JSONEncoder.encode`` a new
+    C encoder: about 1.5 µs for a three-item list, on the per-call hot path. Building the
+    C encoder once costs 0.4 µs a call. It skips the cycle check, which is safe because
+    plain values come out of ``_serde``'s checks, which refuse cycles.
+    """
+    c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
+    if c_make_encoder is None:  # no C accelerator (another interpreter): the slow path
+        return json.JSONEncoder(
+            sort_keys=sort_keys, separators=(",", ":"), ensure_ascii=False, allow_nan=True
+        ).encode
+
+    def refuse(value: object) -> object:
+        raise TypeError(f"{type(value).__name__} is not JSON-serializable")
+
+    # Positional: markers, default, encoder, indent, key_separator, item_separator,
+    # sort_keys, skipkeys, allow_nan.
+    encode = c_make_encoder(
+        None, refuse, json.encoder.encode_basestring, None, ":", ",", sort_keys, False, True
+    )
+
+    def dumps(plain: object) -> str:
+        return "".join(encode(plain, 0))
+
+    return dumps
+
+
+# Sorted keys make equal dicts one text; ensure_ascii=False keeps keys readable and
+# short; NaN and the infinities are written as the fixed tokens NaN / Infinity.
+_CANONICAL = compact_encoder(sort_keys=True)
 
 
 def canonical_json(plain: object) -> str:

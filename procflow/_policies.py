@@ -16,7 +16,9 @@ from .errors import NotSerializableError, OutsideRunError, TaskError
 
 __all__ = ["CachePolicy", "RetryPolicy"]
 
-RetryOn = Union[type[BaseException], tuple[type[BaseException], ...], Callable[[BaseException], bool]]
+RetryOn = Union[  # noqa: UP007 - a runtime alias; X | Y of these fails on 3.10
+    type[BaseException], tuple[type[BaseException], ...], Callable[[BaseException], bool]
+]
 
 # Exceptions that mean "this call can never succeed by trying again".
 _NEVER_RETRIED: tuple[type[BaseException], ...] = (NotSerializableError, OutsideRunError)
@@ -58,7 +60,7 @@ class RetryPolicy:
         if not isinstance(exc, Exception):
             return False
         retry_on = self.retry_on
-        if isinstance(retry_on, type) or isinstance(retry_on, tuple):
+        if isinstance(retry_on, (type, tuple)):
             return isinstance(exc, retry_on)
         return bool(retry_on(exc))
 

@@ -10,6 +10,7 @@ when that thread exits.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import threading
 import time
@@ -60,6 +61,7 @@ class Pool:
         max_workers: int,
         initializer: Callable[..., Any] | None = None,
         initargs: tuple[Any, ...] = (),
+        channel: tuple[str, bytes] | None = None,
     ) -> None:
         from loky import ProcessPoolExecutor
 
@@ -70,11 +72,42 @@ class Pool:
             max_workers=max_workers,
             timeout=IDLE_SHUTDOWN_SECONDS,
             initializer=init_worker,
-            initargs=(os.getpid(), initializer, initargs),
+            initargs=(os.getpid(), channel, initializer, initargs),
             env=env,
         )
         self.last_used = time.monotonic()
         self.users = 0
+        # Exit codes of the workers at the moment the pool broke (pid -> code, None for
+        # a worker still alive then): the dead one is the culprit. Taken in the first
+        # failed future's callback, which loky runs before it kills the other workers.
+        self.crash_exitcodes: dict[int, int | None] | None = None
+        # pid -> dispatch token of a call whose worker we killed for its timeout.
+        self.killed_for_timeout: dict[int, int] = {}
+
+    def snapshot_crash(self) -> None:
+        if self.crash_exitcodes is not None:
+            return
+        processes = getattr(self._executor, "_processes", None) or {}
+        snapshot: dict[int, int | None] = {}
+        for proc in list(processes.values()):
+            try:
+                snapshot[proc.pid] = proc.exitcode
+            except Exception:  # pragma: no cover - a process object mid-teardown
+                continue
+        self.crash_exitcodes = snapshot
+
+    def kill_worker(self, pid: int, token: int) -> None:
+        """Stop one worker and everything it started (a call ran past its timeout)."""
+        import psutil
+
+        self.killed_for_timeout[pid] = token
+        try:
+            proc = psutil.Process(pid)
+            for child in proc.children(recursive=True):
+                child.kill()
+            proc.kill()
+        except psutil.Error:
+            pass
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
         self.last_used = time.monotonic()
@@ -94,10 +127,9 @@ class Pool:
         return bool(getattr(self._executor, "_flags", None) and self._executor._flags.broken)
 
     def shutdown(self, kill: bool = False) -> None:
-        try:
+        # A broken pool may complain on the way out; it is going away regardless.
+        with contextlib.suppress(Exception):
             self._executor.shutdown(wait=True, kill_workers=kill)
-        except Exception:  # pragma: no cover - a broken pool may complain on the way out
-            pass
 
 
 def is_crash(exc: BaseException) -> bool:
@@ -116,6 +148,7 @@ def get_pool(
     max_workers: int | None,
     initializer: Callable[..., Any] | None = None,
     initargs: tuple[Any, ...] = (),
+    channel: tuple[str, bytes] | None = None,
 ) -> Pool:
     """The warm pool for these settings, started if needed; replaced if it broke."""
     workers = max_workers or usable_cores()
@@ -126,7 +159,7 @@ def get_pool(
         if pool is None or pool.broken:
             if pool is not None:
                 pool.shutdown(kill=True)
-            pool = Pool(workers, initializer, tuple(initargs))
+            pool = Pool(workers, initializer, tuple(initargs), channel)
             _pools[key] = pool
             global _atexit_registered
             if not _atexit_registered:

@@ -21,8 +21,8 @@ from ._calls import Call, has_marker, mark_futures
 from ._futures import TaskFuture
 
 if TYPE_CHECKING:
-    from ._pool import Pool
     from ._policies import CachePolicy, RetryPolicy
+    from ._pool import Pool
     from ._scheduler import Scheduler
     from ._store import Store
     from ._task import Task
@@ -172,7 +172,9 @@ class Run:
         if self._pool is None or self._pool.broken:
             from ._pool import get_pool
 
-            self._pool = get_pool(self.max_workers, self.initializer, self.initargs)
+            self._pool = get_pool(
+                self.max_workers, self.initializer, self.initargs, self.scheduler.channel_args()
+            )
         return self._pool
 
     def forget_pool(self) -> None:

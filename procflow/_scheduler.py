@@ -29,6 +29,7 @@ from typing import Any
 
 from . import _pool, _serde
 from ._calls import Call, substitute
+from ._channel import Channel, get_channel
 from ._context import CallInfo
 from ._worker import Outcome, execute, rebuild_exception, run_batch
 from .errors import StoreError, WorkerCrashedError
@@ -67,8 +68,17 @@ class Scheduler:
         self._to_commit: list[tuple[Call, bool, Any, dict[str, Any]]] = []
         self._stats: dict[str, _TaskStats] = {}
         self._threads: ThreadPoolExecutor | None = None
+        self._tokens = itertools.count(1)
+        self._dispatched: dict[int, Call] = {}  # token -> call sent to the process pool
+        self._channel: Channel | None = None
         self._thread = threading.Thread(target=self._loop, name="procflow-scheduler", daemon=True)
         self._thread.start()
+
+    def channel_args(self) -> tuple[str, bytes]:
+        """Where workers of new pools report to (the channel starts on first use)."""
+        if self._channel is None:
+            self._channel = get_channel(lambda: self.post("wake"))
+        return (self._channel.address, self._channel.authkey)
 
     # -- called from other threads ---------------------------------------------------
     def post(self, *message: Any) -> None:
@@ -99,6 +109,7 @@ class Scheduler:
                     message = inbox.get_nowait()
                 except queue.Empty:
                     message = None
+            self._take_channel()
             self._fire_timers()
             self._commit_and_resolve()
             self._dispatch()
@@ -113,6 +124,30 @@ class Scheduler:
             self._on_outcome(message[1], message[2])
         elif kind == "fn":
             message[1]()
+        # "wake": the channel has messages, taken after this batch of messages
+
+    def _take_channel(self) -> None:
+        if self._channel is None:
+            return
+        starts, outcomes = self._channel.take()
+        for token, pid in starts:
+            call = self._dispatched.get(token)
+            if call is not None and call.task.timeout is not None:
+                self._after(
+                    call.task.timeout, lambda c=call, t=token, p=pid: self._deadline(c, t, p)
+                )
+        for token, outcome in outcomes:
+            call = self._dispatched.pop(token, None)
+            if call is not None:
+                self._release(call)
+                self._on_outcome(call, outcome)
+
+    def _deadline(self, call: Call, token: int, pid: int) -> None:
+        """A process call's timeout expired: kill its worker if it still runs the call."""
+        if self._channel is None or self._dispatched.get(token) is not call:
+            return
+        if self._channel.running_on(pid) == token:
+            call.run.pool().kill_worker(pid, token)
 
     def _fire_timers(self) -> None:
         now = time.monotonic()
@@ -165,7 +200,7 @@ class Scheduler:
         if call.executor == "process":
             self._ready.append(call)
             return
-        if not call.future.set_running_or_notify_cancel():
+        if not _mark_running(call):
             self._drop(call, None)
             return
         info = CallInfo(call.run.run_id, call.call_id, call.attempt, call.task.name)
@@ -208,8 +243,11 @@ class Scheduler:
             now = time.monotonic()
             for call in batch:
                 call.started = now
+                call.token = next(self._tokens)
+                self._dispatched[call.token] = call
                 specs.append(
                     (
+                        call.token,
                         call.call_id,
                         call.task.payload(),
                         _serde.dumps([call.args, call.kwargs]),
@@ -220,7 +258,13 @@ class Scheduler:
                 )
             fut = pool.submit(run_batch, specs)
             self._inflight[fut] = (pool, batch)
-            fut.add_done_callback(lambda f, p=pool: self.post("batch", f, p))
+            fut.add_done_callback(lambda f, p=pool: self._batch_callback(f, p))
+
+    def _batch_callback(self, fut: Future[Any], pool: _pool.Pool) -> None:
+        """Runs on loky's thread: note who died (before loky kills the rest), then post."""
+        if not fut.cancelled() and fut.exception() is not None:
+            pool.snapshot_crash()
+        self.post("batch", fut, pool)
 
     def _inflight_for(self, pool: _pool.Pool) -> int:
         return sum(1 for p, _ in self._inflight.values() if p is pool)
@@ -246,7 +290,7 @@ class Scheduler:
         ready = self._ready
         while len(batch) < size and ready and ready[0].task is task and ready[0].run is first.run:
             call = ready.popleft()
-            if call.future.set_running_or_notify_cancel():
+            if _mark_running(call):
                 batch.append(call)
             else:
                 self._drop(call, None)
@@ -259,7 +303,7 @@ class Scheduler:
         if limit is not None and stats.running >= limit:
             self._held.setdefault(call.task.name, deque()).append(call)
             return False
-        if not call.future.set_running_or_notify_cancel():
+        if not _mark_running(call):
             self._drop(call, None)
             return False
         stats.running += 1
@@ -279,41 +323,80 @@ class Scheduler:
         if entry is None:
             return
         _, batch = entry
+        # Every outcome a worker sent precedes its batch's return: read them first.
+        if self._channel is not None:
+            self._channel.drain()
+        self._take_channel()
         try:
-            outcomes: list[Outcome] = fut.result()
+            unsent: list[tuple[int, Outcome]] = fut.result()
         except BaseException as exc:
             self._on_batch_failed(batch, pool, exc)
             return
-        for call, outcome in zip(batch, outcomes):
-            self._release(call)
-            self._on_outcome(call, outcome)
+        for token, outcome in unsent:
+            call = self._dispatched.pop(token, None)
+            if call is not None:
+                self._release(call)
+                self._on_outcome(call, outcome)
+        for call in batch:  # pragma: no cover - a worker that lost an outcome
+            if self._dispatched.pop(call.token, None) is call:
+                self._release(call)
+                self._redispatch(call)
 
     def _on_batch_failed(self, batch: list[Call], pool: _pool.Pool, exc: BaseException) -> None:
-        """The pool broke under this batch: every call in it gets WorkerCrashedError."""
+        """The pool broke: blame the call whose worker died; re-dispatch the others
+        without spending an attempt."""
         if _pool.is_crash(exc):
             _pool.replace_pool(pool)
+            for call in batch:
+                call.run.forget_pool()
+        dead = {pid: code for pid, code in (pool.crash_exitcodes or {}).items() if code is not None}
+        culprits: dict[int, int] = {}  # token -> pid
+        if self._channel is not None:
+            for pid in dead:
+                token = self._channel.running_on(pid)
+                if token is not None:
+                    culprits[token] = pid
+            self._channel.forget(pool.worker_pids() + list(dead))
         for call in batch:
+            if self._dispatched.pop(call.token, None) is not call:
+                continue  # its outcome arrived before the break
             self._release(call)
-            message = (
-                f"task {call.task.name!r} (run {call.run.run_id!r}, attempt {call.attempt}): "
-                f"its worker process died while running the call ({exc}); a segfault, "
-                "os._exit, or the out-of-memory killer (SIGKILL) are the usual causes: lower "
-                "max_workers or the task's memory use"
-            )
-            crash = WorkerCrashedError(message)
-            crash.__cause__ = exc
-            envelope = {
-                "type": "procflow.errors.WorkerCrashedError",
-                "type_name": "WorkerCrashedError",
-                "message": message,
-                "traceback": "",
-                "exc": None,
-                "kind": "crash",
-                "retry": call.policy is not None and call.policy.matches(crash),
-                "error": crash,
-            }
-            meta = {"pid": None, "start": None, "end": time.time(), "cpu": None}
-            self._on_outcome(call, (call.call_id, False, envelope, meta))
+            if call.run.stopping:
+                self._drop(call, CancelledError(f"run {call.run.run_id!r} stopped"))
+            elif call.token in culprits:
+                pid = culprits[call.token]
+                if pool.killed_for_timeout.get(pid) == call.token:
+                    self._fail_attempt(call, _timeout_error(call), pid)
+                else:
+                    self._fail_attempt(call, _crash_error(call, pid, dead[pid], exc), pid)
+            elif not _pool.is_crash(exc):
+                self._fail_attempt(call, exc, None)
+            else:
+                call.breaks += 1
+                if call.breaks >= 3:  # in flight for three breaks nobody was blamed for
+                    self._fail_attempt(call, _crash_error(call, None, None, exc), None)
+                else:
+                    self._redispatch(call)
+
+    def _redispatch(self, call: Call) -> None:
+        """Back to the front of the queue, same attempt: the break was not its doing."""
+        self._ready.appendleft(call)
+
+    def _fail_attempt(self, call: Call, exc: BaseException, pid: int | None) -> None:
+        from .errors import TaskTimeoutError
+
+        envelope = {
+            "type": f"{type(exc).__module__}.{type(exc).__qualname__}",
+            "type_name": type(exc).__name__,
+            "message": str(exc),
+            "traceback": "",
+            "exc": None,
+            "kind": "timeout" if isinstance(exc, TaskTimeoutError) else "crash",
+            "retry": call.policy is not None and call.policy.matches(exc),
+            "error": exc,
+        }
+        meta = {"pid": pid, "start": None, "end": time.time(), "cpu": None}
+        self._on_outcome(call, (call.call_id, False, envelope, meta))
 
     def _on_outcome(self, call: Call, outcome: Outcome) -> None:
         _, ok, payload, meta = outcome
@@ -338,7 +421,7 @@ class Scheduler:
             policy is not None
             and payload["retry"]
             and call.attempt < policy.max_attempts
-            and payload["kind"] in ("error", "crash")
+            and payload["kind"] in ("error", "crash", "timeout")
         ):
             delay = policy.delay(call.attempt, call.run.rng)
             call.attempt += 1
@@ -429,6 +512,55 @@ async def _execute_async(
         current_call_var.reset(token)
     meta = {"pid": os.getpid(), "start": start, "end": time.time(), "cpu": None}
     return (info.call_id, ok, payload, meta)
+
+
+def _mark_running(call: Call) -> bool:
+    """Mark the future running at its first dispatch; False if it was cancelled.
+
+    A retry or a re-dispatch after a pool break finds it running already.
+    """
+    future = call.future
+    return future.running() or future.set_running_or_notify_cancel()
+
+
+def _crash_error(
+    call: Call, pid: int | None, exitcode: int | None, cause: BaseException
+) -> WorkerCrashedError:
+    import signal as _signal
+
+    if exitcode is not None and exitcode < 0:
+        try:
+            how = f"was killed by {_signal.Signals(-exitcode).name}"
+        except ValueError:
+            how = f"was killed by signal {-exitcode}"
+    elif exitcode is not None:
+        how = f"exited with code {exitcode}"
+    else:
+        how = "died (the culprit could not be told apart from its neighbours)"
+    hint = (
+        "SIGKILL is often the out-of-memory killer: lower max_workers or the task's memory "
+        "use"
+        if exitcode == -9
+        else "a segfault in native code or os._exit() in the task are the usual causes"
+    )
+    worker = f"worker process {pid}" if pid else "a worker process"
+    error = WorkerCrashedError(
+        f"task {call.task.name!r} (run {call.run.run_id!r}, attempt {call.attempt}): its "
+        f"{worker} {how} while running the call; {hint}",
+        exitcode=exitcode,
+    )
+    error.__cause__ = cause
+    return error
+
+
+def _timeout_error(call: Call) -> BaseException:
+    from .errors import TaskTimeoutError
+
+    return TaskTimeoutError(
+        f"task {call.task.name!r} (run {call.run.run_id!r}, attempt {call.attempt}) ran "
+        f"longer than its timeout of {call.task.timeout}s; its worker was stopped. Raise "
+        "timeout= or add a retry_policy"
+    )
 
 
 _scheduler: Scheduler | None = None

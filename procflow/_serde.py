@@ -19,6 +19,7 @@ import json
 import typing
 from typing import Any, Final
 
+from procflow._keys import compact_encoder
 from procflow.errors import NotSerializableError
 
 __all__ = ["NO_ANNOTATION", "Codec", "codec_for", "dumps", "loads"]
@@ -206,7 +207,8 @@ class Codec:
     """
 
     __slots__ = ("annotation",)
-    plain: bool = True  # True when from_plain is the identity, so callers may skip it
+    # True when from_plain has nothing to restore from what to_plain made: skippable.
+    plain: bool = True
 
     def __init__(self, annotation: object) -> None:
         self.annotation = annotation
@@ -255,6 +257,9 @@ class _BuiltinCodec(Codec):
                 return plain
         message = f"{where}: Input should be {self._expect} {_got(value)}"
         raise NotSerializableError(_prefix(task) + message, path=where, task=task)
+
+    def from_plain(self, plain: object, where: str = "value", task: str | None = None) -> object:
+        return float(plain) if self._float and type(plain) is int else plain
 
     @staticmethod
     def _to_float(plain: Any, value: object, where: str, task: str | None) -> float:
@@ -399,9 +404,8 @@ def _make(annotation: object) -> Codec:
 
 # --- transport ----------------------------------------------------------------------
 
-# Built once: json.dumps with options builds a new encoder per call. Key order is kept
-# (it is part of the value a future yields); canonical_json in _keys sorts for keys.
-_ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=True).encode
+# Key order is kept (it is part of the value a future yields); canonical_json sorts.
+_ENCODE = compact_encoder(sort_keys=False)
 _DECODE = json.JSONDecoder().decode
 
 

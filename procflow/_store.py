@@ -50,6 +50,14 @@ _MOUNTS = "/proc/mounts"
 _NETWORK_FS = frozenset({"nfs", "nfs4", "cifs", "fuse.sshfs", "9p", "lustre", "gpfs"})
 _DB_ERRORS = (sqlite3.Error, OSError, diskcache.Timeout)
 _FIX = "move it away or point checkpointer= (or --store) elsewhere"
+_SETTINGS = {  # a checkpoint store's settings, not a cache's (module docstring)
+    "eviction_policy": "none",
+    "cull_limit": 0,
+    "size_limit": 2**62,
+    "disk_min_file_size": 2**40,
+    "statistics": False,
+    "tag_index": True,
+}
 
 
 @dataclass(frozen=True)
@@ -70,7 +78,8 @@ class _TextDisk(diskcache.Disk):  # type: ignore[misc]
     def store(self, value: Any, read: bool, key: Any = None) -> tuple[Any, ...]:
         if type(value) is not str:
             raise TypeError(f"store values are JSON text (str), not {type(value).__name__}")
-        return super().store(value, read, key=key)
+        fields: tuple[Any, ...] = super().store(value, read, key=key)
+        return fields
 
     def fetch(self, mode: int, filename: str | None, value: Any, read: bool) -> Any:
         result = None if mode == _MODE_PICKLE else super().fetch(mode, filename, value, read)
@@ -114,6 +123,7 @@ class Store:
             raise ValueError(f"sync must be 'normal' or 'full', not {sync!r}")
         self.path = Path(os.fspath(path)).expanduser().resolve()
         self.sync = sync
+        self._where = f"store at {str(self.path)!r}"
         # Next chunk number of each run this object has seen: probed or learnt from
         # load_entries, advanced only after a commit succeeds (a rollback leaves no gap).
         self._seq: dict[str, int] = {}
@@ -122,24 +132,12 @@ class Store:
     def _open(self) -> _Cache:
         try:
             if self.path.exists() and not self.path.is_dir():
-                raise StoreError(
-                    f"the store path {str(self.path)!r} is a file, not a folder; {_FIX}"
-                )
+                raise StoreError(f"{self._where}: the path is a file, not a folder; {_FIX}")
             self.path.mkdir(parents=True, exist_ok=True)
             _warn_if_network_fs(self.path)
             fresh = self._inspect()
-            cache = _Cache(
-                str(self.path),
-                _SYNC[self.sync],
-                timeout=_BUSY_TIMEOUT,
-                disk=_TextDisk,
-                eviction_policy="none",
-                cull_limit=0,
-                size_limit=2**62,
-                disk_min_file_size=2**40,
-                statistics=False,
-                tag_index=True,
-            )
+            sync = _SYNC[self.sync]
+            cache = _Cache(str(self.path), sync, timeout=_BUSY_TIMEOUT, disk=_TextDisk, **_SETTINGS)
         except _DB_ERRORS as exc:
             raise self._error("opening", exc) from exc
         try:
@@ -165,10 +163,7 @@ class Store:
         if not db.exists():
             with os.scandir(self.path) as listing:
                 if any(listing):
-                    raise StoreError(
-                        f"{str(self.path)!r} is not a procflow store: the folder holds other "
-                        f"files and no {_DBNAME}; {_FIX}"
-                    )
+                    raise StoreError(f"{self._where}: not a procflow store (other files); {_FIX}")
             return True
         con = sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True, timeout=_BUSY_TIMEOUT)
         try:
@@ -176,30 +171,25 @@ class Store:
             tables = {name for (name,) in con.execute(sql)}
             if "Cache" not in tables:
                 if tables - {"Settings"}:
-                    raise StoreError(
-                        f"{str(self.path)!r} is not a procflow store: its {_DBNAME} is another "
-                        f"program's SQLite database; {_FIX}"
-                    )
+                    what = f"{_DBNAME} is another program's database"
+                    raise StoreError(f"{self._where}: not a procflow store ({what}); {_FIX}")
                 return True  # another process is creating the store right now
             sql = "SELECT mode, value FROM Cache WHERE key = ? AND raw = 1"
-            row = con.execute(sql, (_FORMAT_KEY,)).fetchone() or (_MODE_RAW, None)
+            mode, value = con.execute(sql, (_FORMAT_KEY,)).fetchone() or (_MODE_RAW, None)
             (count,) = con.execute("SELECT COUNT(*) FROM Cache").fetchone()
         finally:
             con.close()
-        return self._verify_format(*row, count)
+        return self._verify_format(mode, value, count)
 
     def _verify_format(self, mode: int, value: Any, count: int) -> bool:
-        where = repr(str(self.path))
         if value is None and count:
-            raise StoreError(
-                f"{where} is not a procflow store: it is a diskcache folder with {count} "
-                f"entries and no procflow format marker; {_FIX}"
-            )
+            what = f"a diskcache folder with {count} entries and no format marker"
+            raise StoreError(f"{self._where}: not a procflow store ({what}); {_FIX}")
         if value is not None and value != str(FORMAT_VERSION):
             found = value if mode == _MODE_RAW and isinstance(value, str) else "(unreadable)"
             raise StoreError(
-                f"the store at {where} has format version {found}, but this procflow reads "
-                f"version {FORMAT_VERSION}; use the procflow release that wrote it, or {_FIX}"
+                f"{self._where}: format version {found}, but this procflow reads version "
+                f"{FORMAT_VERSION}; use the procflow release that wrote it, or {_FIX}"
             )
         return value is None
 
@@ -208,7 +198,7 @@ class Store:
     @property
     def _c(self) -> _Cache:
         if self._cache is None:
-            raise StoreError(f"the store at {str(self.path)!r} is closed")
+            raise StoreError(f"{self._where}: the store is closed")
         return self._cache
 
     def close(self) -> None:
@@ -243,9 +233,7 @@ class Store:
             hint = "free some disk space, then resume the run"
         else:
             hint = "check that the folder is a procflow store and is writable"
-        return StoreError(
-            f"store at {str(self.path)!r}: {what} failed: {type(cause).__name__}: {text}; {hint}"
-        )
+        return StoreError(f"{self._where}: {what} failed: {type(cause).__name__}: {text}; {hint}")
 
     def _get(self, key: str) -> str | None:
         try:
@@ -260,25 +248,18 @@ class Store:
         except ValueError:
             value = None
         if not isinstance(value, kind):
-            raise StoreError(
-                f"store at {str(self.path)!r}: entry {key!r} is not a JSON {kind.__name__}; "
-                "the store is damaged (see Store.check())"
-            )
+            what = f"entry {key!r} is not a JSON {kind.__name__}"
+            raise StoreError(f"{self._where}: {what}; the store is damaged, see Store.check()")
         return value
 
     def _cache_fields(self, key: str, text: str) -> tuple[float, float | None, str]:
         header, _, value = text.partition("\n")
         times = self._parse(key, header, list)
-        number = (int, float)
-        if not (
-            len(times) == 2
-            and isinstance(times[0], number)
-            and isinstance(times[1], (*number, type(None)))
+        if len(times) != 2 or not all(
+            isinstance(t, (int, float)) for t in (times[0], times[1] or 0)
         ):
-            raise StoreError(
-                f"store at {str(self.path)!r}: cache entry {key!r} has a damaged header "
-                f"{header!r}; drop it with Store.cache_clear()"
-            )
+            what = f"cache entry {key!r} has a damaged header {header!r}"
+            raise StoreError(f"{self._where}: {what}; drop it with Store.cache_clear()")
         return times[0], times[1], value
 
     # -- run records -------------------------------------------------------------------
@@ -286,7 +267,7 @@ class Store:
     def get_run(self, run_id: str) -> dict[str, Any] | None:
         key = _RECORD + run_id
         text = self._get(key)
-        return None if text is None else self._parse(key, text, dict)  # type: ignore[no-any-return]
+        return None if text is None else self._parse(key, text, dict)
 
     def put_run(self, record: dict[str, Any]) -> None:
         run_id = _run_id_of(record)

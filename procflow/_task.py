@@ -104,7 +104,7 @@ class Task(Generic[P, R]):
         calls ``add(1, 10)`` and ``add(2, 20)``. Returns the futures, in order."""
         if not iterables:
             raise TypeError(f"task {self.name!r}.map() needs at least one iterable")
-        return [self(*items) for items in zip(*iterables)]  # type: ignore[call-arg]
+        return [self(*items) for items in zip(*iterables, strict=False)]  # type: ignore[call-arg]
 
     # -- argument handling ---------------------------------------------------------
     @property
@@ -226,7 +226,7 @@ class Task(Generic[P, R]):
         return f"<procflow task {self.name!r}>"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _type_hints_cached(fn: Callable[..., Any]) -> dict[str, Any]:
     import typing
 

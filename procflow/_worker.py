@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from . import _serde
+from ._channel import connect_worker, worker_send
 from ._context import CallInfo, current_call_var
 from ._futures import TaskFuture
 from .errors import NotSerializableError, OutsideRunError, TaskError
@@ -31,8 +32,9 @@ __all__ = ["Outcome", "execute", "run_batch"]
 
 # (call_id, ok, JSON text of the result | error envelope dict, metadata dict)
 Outcome = tuple[str, bool, Any, dict[str, Any]]
-# (call_id, task payload, JSON text of [args, kwargs], attempt, run_id, retry policy)
-CallSpec = tuple[str, bytes, str, int, "str | None", "RetryPolicy | None"]
+# (dispatch token, call_id, task payload, JSON text of [args, kwargs], attempt, run_id,
+#  retry policy)
+CallSpec = tuple[int, str, bytes, str, int, "str | None", "RetryPolicy | None"]
 
 _EXIT_TYPES = (SystemExit, KeyboardInterrupt, GeneratorExit)
 _task_cache: dict[bytes, Task[Any, Any]] = {}
@@ -105,18 +107,27 @@ def error_envelope(exc: BaseException, retry_policy: RetryPolicy | None) -> dict
     }
 
 
-def run_batch(specs: list[CallSpec]) -> list[Outcome]:
-    """The function loky runs in a worker: one dispatch, several calls."""
-    outcomes = []
-    for call_id, payload, args_text, attempt, run_id, retry_policy in specs:
+def run_batch(specs: list[CallSpec]) -> list[tuple[int, Outcome]]:
+    """The function loky runs in a worker: one dispatch, several calls.
+
+    Each call is announced to the driver before it runs and its outcome sent as soon as
+    it finishes (see ``_channel``); only without a channel do outcomes travel back with
+    the batch's return value.
+    """
+    pid = os.getpid()
+    unsent: list[tuple[int, Outcome]] = []
+    for token, call_id, payload, args_text, attempt, run_id, retry_policy in specs:
+        worker_send(("start", pid, token))
         task = _task_cache.get(payload)
         if task is None:
             task = pickle.loads(payload)
             _task_cache[payload] = task
         args, kwargs = _serde.loads(args_text)
         info = CallInfo(run_id=run_id, call_id=call_id, attempt=attempt, task=task.name)
-        outcomes.append(execute(task, args, kwargs, info, retry_policy))
-    return outcomes
+        outcome = execute(task, args, kwargs, info, retry_policy)
+        if not worker_send(("done", pid, token, outcome)):
+            unsent.append((token, outcome))
+    return unsent
 
 
 def run_nested(
@@ -201,7 +212,10 @@ def add_note(exc: BaseException, note: str) -> None:
 
 # -- worker process set-up -------------------------------------------------------------
 def init_worker(
-    parent_pid: int, initializer: Callable[..., Any] | None, initargs: tuple[Any, ...]
+    parent_pid: int,
+    channel: tuple[str, bytes] | None,
+    initializer: Callable[..., Any] | None,
+    initargs: tuple[Any, ...],
 ) -> None:
     """Runs once in every worker process before it takes work.
 
@@ -217,6 +231,8 @@ def init_worker(
     threading.Thread(
         target=_watch_parent, args=(parent_pid,), name="procflow-watchdog", daemon=True
     ).start()
+    if channel is not None:
+        connect_worker(*channel)
     if initializer is not None:
         initializer(*initargs)
 

@@ -1,0 +1,164 @@
+"""The worker-to-driver channel: "pid P started call C" and each call's outcome.
+
+loky fails every in-flight future with one shared error when a worker dies and does not
+say which call killed it, so each worker tells the driver what it runs before running
+it. One ``multiprocessing.connection`` per worker (never a shared queue: a worker
+SIGKILLed while holding a shared queue's lock would hang the others), accepted by one
+listener in the driver and read by one thread, which keeps:
+
+- ``running``: pid -> (dispatch token, monotonic start) of the call each worker runs;
+- the outcomes and start notices received since the scheduler last took them.
+
+Workers report each call's outcome as soon as it finishes, so inside a batch results are
+committed one group at a time rather than at the end of the batch. ``drain()`` reads
+everything already sent (a dead worker's messages are all in its socket before its EOF)
+so that a crash is never blamed before the messages that precede it are seen.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import threading
+import time
+from collections.abc import Callable
+from multiprocessing.connection import Connection, Listener, wait
+from typing import Any
+
+__all__ = ["Channel", "get_channel"]
+
+
+class Channel:
+    def __init__(self, wake: Callable[[], None]) -> None:
+        self.authkey = os.urandom(16)
+        self._listener = Listener(family="AF_UNIX", authkey=self.authkey)
+        self.address: str = self._listener.address
+        self._wake_scheduler = wake
+        self._lock = threading.Lock()
+        self._conns: list[Connection] = []
+        self._wake_r, self._wake_w = os.pipe()
+        self.running: dict[int, tuple[int, float]] = {}
+        self._starts: list[tuple[int, int]] = []  # (token, pid)
+        self._outcomes: list[tuple[int, Any]] = []  # (token, outcome)
+        self._closed = False
+        threading.Thread(target=self._accept_loop, name="procflow-accept", daemon=True).start()
+        threading.Thread(target=self._read_loop, name="procflow-channel", daemon=True).start()
+
+    # -- background threads ------------------------------------------------------------
+    def _accept_loop(self) -> None:
+        while not self._closed:
+            try:
+                conn = self._listener.accept()
+            except Exception:
+                if self._closed:
+                    return
+                continue  # a worker that died during the handshake
+            with self._lock:
+                self._conns.append(conn)
+            os.write(self._wake_w, b"x")
+
+    def _read_loop(self) -> None:
+        while not self._closed:
+            with self._lock:
+                conns = list(self._conns)
+            ready = wait([*conns, self._wake_r], timeout=1.0)
+            if self._wake_r in ready:
+                os.read(self._wake_r, 4096)
+            got = False
+            with self._lock:
+                for conn in ready:
+                    if conn is not self._wake_r:
+                        got = self._read_available(conn) or got  # type: ignore[arg-type]
+            if got:
+                self._wake_scheduler()
+
+    def _read_available(self, conn: Connection) -> bool:
+        """Read every message waiting on one connection (lock held)."""
+        got = False
+        while True:
+            try:
+                if not conn.poll(0):
+                    return got
+                message = conn.recv()
+            except (EOFError, OSError):
+                if conn in self._conns:
+                    self._conns.remove(conn)
+                conn.close()
+                return got
+            got = True
+            kind = message[0]
+            if kind == "start":
+                _, pid, token = message
+                self.running[pid] = (token, time.monotonic())
+                self._starts.append((token, pid))
+            elif kind == "done":
+                _, pid, token, outcome = message
+                if self.running.get(pid, (None,))[0] == token:
+                    del self.running[pid]
+                self._outcomes.append((token, outcome))
+
+    # -- the scheduler's side --------------------------------------------------------------
+    def drain(self) -> None:
+        """Read everything the workers have sent so far."""
+        with self._lock:
+            for conn in list(self._conns):
+                self._read_available(conn)
+
+    def take(self) -> tuple[list[tuple[int, int]], list[tuple[int, Any]]]:
+        with self._lock:
+            starts, self._starts = self._starts, []
+            outcomes, self._outcomes = self._outcomes, []
+        return starts, outcomes
+
+    def running_on(self, pid: int) -> int | None:
+        with self._lock:
+            entry = self.running.get(pid)
+        return entry[0] if entry else None
+
+    def forget(self, pids: list[int]) -> None:
+        with self._lock:
+            for pid in pids:
+                self.running.pop(pid, None)
+
+    def close(self) -> None:
+        self._closed = True
+        with contextlib.suppress(OSError):
+            self._listener.close()
+
+
+_channel: Channel | None = None
+_channel_lock = threading.Lock()
+
+
+def get_channel(wake: Callable[[], None]) -> Channel:
+    global _channel
+    with _channel_lock:
+        if _channel is None:
+            _channel = Channel(wake)
+            atexit.register(_channel.close)
+        return _channel
+
+
+# -- the worker's side ------------------------------------------------------------------------
+_worker_conn: Connection | None = None
+
+
+def connect_worker(address: str | None, authkey: bytes | None) -> None:
+    global _worker_conn
+    if address is None or authkey is None:
+        return
+    from multiprocessing.connection import Client
+
+    try:
+        _worker_conn = Client(address, family="AF_UNIX", authkey=authkey)
+    except OSError:
+        _worker_conn = None  # fall back to returning outcomes with the batch
+
+
+def worker_send(message: tuple[Any, ...]) -> bool:
+    """Send to the driver; False when there is no channel (the caller falls back)."""
+    if _worker_conn is None:
+        return False
+    _worker_conn.send(message)
+    return True
