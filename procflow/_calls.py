@@ -31,7 +31,9 @@ class Call:
         "attempt",
         "attempts",
         "breaks",
+        "cache_key",
         "call_id",
+        "dep_ids",
         "deps",
         "executor",
         "future",
@@ -62,6 +64,7 @@ class Call:
         self.args = args
         self.kwargs = kwargs
         self.deps = deps
+        self.dep_ids = [dep.call_id for dep in deps]  # kept for the report's critical path
         self.future = future
         self.executor = executor
         self.policy = policy
@@ -70,6 +73,7 @@ class Call:
         self.started = 0.0
         self.token = 0  # this dispatch's number, which the worker's messages carry
         self.breaks = 0  # pool breaks this call was in flight for, culprit unknown
+        self.cache_key: str | None = None  # set on a cache miss: store the result there
         # One dict per finished attempt (pid, start, end, cpu, error): the store keeps it.
         self.attempts: list[dict[str, Any]] = []
 

@@ -17,7 +17,7 @@ import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 from . import _records, _serde
 from ._context import current_call_var, current_run_var, register_active, unregister_active
@@ -315,8 +315,7 @@ class _RunDriver(Generic[R]):
 
     def stored_result(self) -> R:
         assert self.record is not None
-        value: R = self.ep._result_codec.from_plain(self.record.get("result"))
-        return value
+        return cast(R, self.ep._result_codec.from_plain(self.record.get("result")))
 
     # -- sync ---------------------------------------------------------------------------
     def drive(self, body: Callable[[], Any]) -> R:
@@ -376,8 +375,7 @@ class _RunDriver(Generic[R]):
         run.report_resume_mismatches()
         self._record("succeeded", result=plain)
         run.warn_unobserved()
-        value: R = self.ep._result_codec.from_plain(plain)
-        return value
+        return cast(R, self.ep._result_codec.from_plain(plain))
 
     def _failed(self, exc: BaseException) -> None:
         self.run.cancel_pending()
@@ -439,7 +437,10 @@ def _install_sigterm() -> Callable[[], None]:
         previous = signal.signal(signal.SIGTERM, on_sigterm)
     except ValueError:  # pragma: no cover - not the main interpreter
         return lambda: None
-    return lambda: signal.signal(signal.SIGTERM, previous)
+    def restore() -> None:
+        signal.signal(signal.SIGTERM, previous)
+
+    return restore
 
 
 def _hints(fn: Callable[..., Any]) -> dict[str, Any]:

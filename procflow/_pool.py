@@ -112,7 +112,8 @@ class Pool:
     def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
         self.last_used = time.monotonic()
         try:
-            return self._executor.submit(fn, *args)
+            submitted: Future[Any] = self._executor.submit(fn, *args)
+            return submitted
         except Exception as exc:  # a broken or shut-down executor refuses submits
             failed: Future[Any] = Future()
             failed.set_exception(exc)

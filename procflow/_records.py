@@ -81,7 +81,7 @@ def owner_alive(owner: dict[str, Any] | None) -> bool:
 
     try:
         proc = psutil.Process(int(owner["pid"]))
-        return abs(proc.create_time() - float(owner["created"])) < 1.0
+        return bool(abs(proc.create_time() - float(owner["created"])) < 1.0)
     except (psutil.Error, KeyError, ValueError, TypeError):
         return False
 

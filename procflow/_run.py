@@ -17,6 +17,7 @@ from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
 from . import _keys, _serde
+from ._cache import ResultCache
 from ._calls import Call, has_marker, mark_futures
 from ._futures import TaskFuture
 
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
     from ._policies import CachePolicy, RetryPolicy
     from ._pool import Pool
     from ._scheduler import Scheduler
-    from ._store import Store
+    from ._store import CacheEntry, Store
     from ._task import Task
 
 __all__ = ["Run"]
@@ -59,7 +60,7 @@ class Run:
         self.rerun_changed = rerun_changed
         self.rng = random.random
         self.stopping = False
-        self.cache: Any = None  # the result cache layer, set by the entrypoint
+        self.cache = ResultCache(store)
         self.listener: Callable[[str, dict[str, Any]], None] | None = None
         # Replay index: call id -> committed entry of a call that succeeded before.
         self.index: dict[str, dict[str, Any]] = {}
@@ -181,11 +182,17 @@ class Run:
         self._pool = None
 
     def commit_outcomes(self, items: list[tuple[Call, bool, Any, dict[str, Any]]]) -> None:
-        """Write these outcomes in one transaction (nothing to write without a store)."""
+        """Write these outcomes, and new cache entries, in one transaction."""
+        cache_entries: list[CacheEntry] = []
+        for call, ok, payload, meta in items:
+            if ok and not meta.get("cached"):
+                new = self.cache.entry_for(call, payload)
+                if new is not None:
+                    cache_entries.append(new)
         if self.store is None or self.run_id is None:
             return
         entries = []
-        for call, ok, payload, _ in items:
+        for call, ok, payload, meta in items:
             entry: dict[str, Any] = {
                 "call": call.call_id,
                 "task": call.task.name,
@@ -193,8 +200,12 @@ class Run:
                 "status": "ok" if ok else "error",
                 "attempts": call.attempts,
             }
+            if call.dep_ids:
+                entry["deps"] = call.dep_ids
             if ok:
                 entry["value"] = payload
+                if meta.get("cached"):
+                    entry["cached"] = True
             else:
                 entry["error"] = {
                     "type": payload["type"],
@@ -203,7 +214,7 @@ class Run:
                     "traceback": payload["traceback"][-8000:],
                 }
             entries.append(entry)
-        self.store.commit(self.run_id, entries)
+        self.store.commit(self.run_id, entries, cache_entries=cache_entries)
 
     def call_finished(self, call: Call) -> None:
         future = call.future

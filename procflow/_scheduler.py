@@ -16,6 +16,7 @@ deadline heap; and commits outcomes. It is also the only thread that submits to 
 from __future__ import annotations
 
 import asyncio
+import functools
 import heapq
 import itertools
 import os
@@ -31,7 +32,7 @@ from . import _pool, _serde
 from ._calls import Call, substitute
 from ._channel import Channel, get_channel
 from ._context import CallInfo
-from ._worker import Outcome, execute, rebuild_exception, run_batch
+from ._worker import Outcome, execute, fresh_copy, rebuild_exception, run_batch
 from .errors import StoreError, WorkerCrashedError
 
 __all__ = ["Scheduler", "get_scheduler"]
@@ -133,9 +134,7 @@ class Scheduler:
         for token, pid in starts:
             call = self._dispatched.get(token)
             if call is not None and call.task.timeout is not None:
-                self._after(
-                    call.task.timeout, lambda c=call, t=token, p=pid: self._deadline(c, t, p)
-                )
+                self._after(call.task.timeout, functools.partial(self._deadline, call, token, pid))
         for token, outcome in outcomes:
             call = self._dispatched.pop(token, None)
             if call is not None:
@@ -191,7 +190,15 @@ class Scheduler:
             call.args = substitute(call.args, values)
             call.kwargs = substitute(call.kwargs, values)
             call.deps = []
-        if call.run.cache is not None and call.run.cache.lookup(call):
+        cached = call.run.cache.lookup(call)
+        if cached is not None:
+            if not _mark_running(call):
+                self._drop(call, None)
+                return
+            now = time.time()
+            meta = {"pid": None, "start": now, "end": now, "cpu": 0.0, "cached": True}
+            call.attempts.append(dict(meta, attempt=call.attempt))
+            self._to_commit.append((call, True, cached, meta))
             return
         self._start(call)
 
@@ -204,7 +211,7 @@ class Scheduler:
             self._drop(call, None)
             return
         info = CallInfo(call.run.run_id, call.call_id, call.attempt, call.task.name)
-        args, kwargs = _serde.loads(_serde.dumps([call.args, call.kwargs]))
+        args, kwargs = fresh_copy(call.args, call.kwargs)
         if call.executor == "inline":
             self._on_outcome(call, execute(call.task, args, kwargs, info, call.policy))
         elif call.executor == "thread":
@@ -214,12 +221,21 @@ class Scheduler:
                     thread_name_prefix="procflow-thread",
                 )
             fut = self._threads.submit(execute, call.task, args, kwargs, info, call.policy)
-            fut.add_done_callback(lambda f, c=call: self.post("local", c, f.result()))
+            fut.add_done_callback(self._local_callback(call))
         else:  # async
             loop = call.run.event_loop()
             coro = _execute_async(call, args, kwargs, info)
-            afut = asyncio.run_coroutine_threadsafe(coro, loop)
-            afut.add_done_callback(lambda f, c=call: self.post("local", c, f.result()))
+            asyncio.run_coroutine_threadsafe(coro, loop).add_done_callback(
+                self._local_callback(call)
+            )
+
+    def _local_callback(self, call: Call) -> Callable[[Future[Outcome]], None]:
+        """Post a thread or async call's outcome (its envelope never raises)."""
+
+        def done(fut: Future[Outcome]) -> None:
+            self.post("local", call, fut.result())
+
+        return done
 
     def _drop(self, call: Call, exc: BaseException | None) -> None:
         """Finish a call that will not run: cancelled, or one of its inputs failed."""
@@ -258,9 +274,9 @@ class Scheduler:
                 )
             fut = pool.submit(run_batch, specs)
             self._inflight[fut] = (pool, batch)
-            fut.add_done_callback(lambda f, p=pool: self._batch_callback(f, p))
+            fut.add_done_callback(functools.partial(self._batch_callback, pool=pool))
 
-    def _batch_callback(self, fut: Future[Any], pool: _pool.Pool) -> None:
+    def _batch_callback(self, fut: Future[Any], *, pool: _pool.Pool) -> None:
         """Runs on loky's thread: note who died (before loky kills the rest), then post."""
         if not fut.cancelled() and fut.exception() is not None:
             pool.snapshot_crash()
@@ -426,10 +442,15 @@ class Scheduler:
             delay = policy.delay(call.attempt, call.run.rng)
             call.attempt += 1
             call.run.emit("retrying", call, error=attempt_record["error"], delay=delay)
-            self._after(delay, lambda c=call: self._start(c) if not c.run.stopping else
-                        self._drop(c, CancelledError("run stopped")))
+            self._after(delay, functools.partial(self._retry, call))
             return
         self._to_commit.append((call, False, payload, meta))
+
+    def _retry(self, call: Call) -> None:
+        if call.run.stopping:
+            self._drop(call, CancelledError(f"run {call.run.run_id!r} stopped"))
+        else:
+            self._start(call)
 
     def _commit_and_resolve(self) -> None:
         if not self._to_commit:
@@ -459,10 +480,10 @@ class Scheduler:
                         call.future.plain = plain
                         call.future.set_result(value)
                 else:
-                    exc = payload.get("error") or rebuild_exception(
+                    error = payload.get("error") or rebuild_exception(
                         payload, call.task.name, call.call_id, call.attempt, run.run_id
                     )
-                    call.future.set_exception(exc)
+                    call.future.set_exception(error)
                 self._settled(call)
 
     def _settled(self, call: Call) -> None:
@@ -501,6 +522,7 @@ async def _execute_async(
 
     start = time.time()
     token = current_call_var.set(info)
+    payload: Any
     try:
         typed_args, typed_kwargs = call.task.from_plain_args(args, kwargs)
         result = await call.task.fn(*typed_args, **typed_kwargs)

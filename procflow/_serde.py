@@ -1,14 +1,10 @@
-"""Strict JSON validation of the values that cross procflow's boundaries.
+"""Strict JSON validation of the values that cross procflow's boundaries (API.md 3).
 
-Task arguments and results, entrypoint input and result, and interrupt values are
-checked here and turned into *plain* values: new structures of dict (str keys), list,
-str, int, float, bool and None only, sharing nothing mutable with the caller's objects
-(API.md section 3). A value whose type the function's annotation names (models,
-dataclasses, datetimes, enums, tuples...) is validated by pydantic, strictly, dumped to
-plain, and restored to its type by ``Codec.from_plain``.
-
-This is the only module that imports pydantic, and only once an annotated codec is
-first used: building pydantic costs tens of ms, and ``import procflow`` must stay fast.
+``Codec.to_plain`` turns a value into a new *plain* structure (dict with str keys, list,
+str, int, float, bool, None) sharing nothing mutable with it; values of an annotated type
+(models, dataclasses, datetimes, enums, tuples...) go through pydantic, strictly, and
+``from_plain`` restores them. pydantic is imported here only, and only on first use of an
+annotated codec, so that ``import procflow`` stays fast.
 """
 
 from __future__ import annotations
@@ -46,6 +42,7 @@ _MAX_DEPTH: Final = 500
 # limit), so such an int would pass here and then fail when it is stored.
 _BIG: Final = 1 << 14000
 _TYPE_HINT: Final = "; annotate the parameter or return value with its type to have it converted"
+_UNBUILT: Final = object()
 _MODULES_FOR_ANNOTATION: Final = frozenset({"datetime", "decimal", "uuid", "pathlib", "ipaddress"})
 
 # --- the plain rules -----------------------------------------------------------------
@@ -247,83 +244,78 @@ class _BuiltinCodec(Codec):
         self._float = annotation is float
 
     def to_plain(self, value: object, where: str, task: str | None = None) -> object:
-        t = type(value)
-        if isinstance(value, self._base) or t.__module__ == "numpy":
+        expect = ""
+        if isinstance(value, self._base) or type(value).__module__ == "numpy":
             plain = _to_plain(value, where, task)
             pt = type(plain)
             if pt in self._accept:
                 if self._float and pt is int:
-                    return self._to_float(plain, value, where, task)
-                return plain
-        message = f"{where}: Input should be {self._expect} {_got(value)}"
+                    # f(1) and f(1.0) are one call, and the round trip yields a float.
+                    try:
+                        return float(plain)  # type: ignore[arg-type]
+                    except OverflowError:
+                        expect = "a float (int is too large)"
+                else:
+                    return plain
+        message = f"{where}: Input should be {expect or self._expect} {_got(value)}"
         raise NotSerializableError(_prefix(task) + message, path=where, task=task)
 
     def from_plain(self, plain: object, where: str = "value", task: str | None = None) -> object:
         return float(plain) if self._float and type(plain) is int else plain
 
-    @staticmethod
-    def _to_float(plain: Any, value: object, where: str, task: str | None) -> float:
-        # An int given for `float` becomes a float, so that f(1) and f(1.0) are one call
-        # and the round trip yields a float.
-        try:
-            return float(plain)
-        except OverflowError:
-            message = f"{where}: int is too large to be a float {_got(value)}"
-            raise NotSerializableError(_prefix(task) + message, path=where, task=task) from None
-
 
 class _PydanticCodec(Codec):
-    """Any other annotation: ``pydantic.TypeAdapter``, built on first use."""
+    """Any other annotation: a ``pydantic.TypeAdapter``, built on first use (ms)."""
 
-    __slots__ = ("_adapter", "_fallback")
+    __slots__ = ("_adapter", "_invalid")
     plain = False
 
     def __init__(self, annotation: object) -> None:
         super().__init__(annotation)
-        self._adapter: Any = None
-        self._fallback = False
+        self._adapter: Any = _UNBUILT
+        self._invalid: Any = None  # pydantic.ValidationError, kept to skip the import
 
     def _build(self) -> Any:
-        from pydantic import PydanticUndefinedAnnotation, PydanticUserError, TypeAdapter
+        import pydantic
 
+        self._invalid = pydantic.ValidationError
         try:
-            self._adapter = TypeAdapter(self.annotation)  # type: ignore[arg-type]
-        except (PydanticUserError, PydanticUndefinedAnnotation, TypeError):
+            self._adapter = pydantic.TypeAdapter(self.annotation)  # type: ignore[arg-type]
+        except (pydantic.PydanticUserError, pydantic.PydanticUndefinedAnnotation, TypeError):
             # pydantic cannot handle this annotation (an arbitrary class, typing's
-            # TypedDict before 3.12...): apply the plain rules, which still refuse
-            # whatever is not JSON-shaped.
-            self._fallback = True
+            # TypedDict before 3.12...): the plain rules apply, and still refuse
+            # whatever is not JSON-shaped. None, so that this is decided once.
+            self._adapter = None
         return self._adapter
 
     def to_plain(self, value: object, where: str, task: str | None = None) -> object:
-        adapter = self._adapter if self._adapter is not None else self._build()
+        adapter = self._adapter if self._adapter is not _UNBUILT else self._build()
         if adapter is None:
             return _to_plain(value, where, task)
-        from pydantic import ValidationError
-
         try:
             validated = adapter.validate_python(value, strict=True)
-        except ValidationError as exc:
+        except self._invalid as exc:
             raise _validation_error(exc, value, where, task) from exc
         try:
-            dumped = adapter.dump_python(validated, mode="json")
+            # pydantic does not revalidate model and dataclass instances, so a field set
+            # to a wrong type only shows here, as a serializer warning: make it an error.
+            dumped = adapter.dump_python(validated, mode="json", warnings="error")
         except Exception as exc:  # PydanticSerializationError, UnicodeDecodeError...
-            message = f"{where}: {type(value).__name__} could not be written as JSON: {exc}"
+            reason = " ".join(str(exc).replace("Pydantic serializer warnings:", "").split())
+            message = f"{where}: {type(value).__name__} could not be written as JSON: {reason}"
             raise NotSerializableError(_prefix(task) + message, path=where, task=task) from exc
         # pydantic's JSON mode may still leave lone surrogates, huge ints, subclasses.
         return _to_plain(dumped, where, task)
 
     def from_plain(self, plain: object, where: str = "value", task: str | None = None) -> object:
-        adapter = self._adapter if self._adapter is not None else self._build()
+        adapter = self._adapter if self._adapter is not _UNBUILT else self._build()
         if adapter is None:
             return plain
-        from pydantic import ValidationError
-
         try:
             # Lax on purpose: the plain value came from our own dump, so a datetime
             # arrives as a str and a tuple as a list.
             return adapter.validate_python(plain)
-        except ValidationError as exc:
+        except self._invalid as exc:
             raise _validation_error(exc, plain, where, task) from exc
 
 
@@ -347,7 +339,7 @@ def _loc_path(value: object, loc: tuple[int | str, ...], missing: bool) -> str:
     cur: Any = value
     for n, item in enumerate(loc):
         try:
-            if isinstance(item, str) and hasattr(cur, "__dict__"):
+            if isinstance(item, str) and not isinstance(cur, (dict, list, tuple)):
                 cur = getattr(cur, item)  # a model's or dataclass's field
             else:
                 cur = cur[item]  # an index or a key

@@ -110,8 +110,8 @@ class _Cache(diskcache.Cache):  # type: ignore[misc]
         local = self._local
         fresh = getattr(local, "con", None) is None or getattr(local, "pid", None) != os.getpid()
         con: sqlite3.Connection = super()._con
-        if fresh:  # after diskcache has applied the saved settings to it
-            con.execute(f"PRAGMA synchronous = {self._procflow_synchronous}")
+        if fresh:  # after diskcache has applied the saved settings; reset() retries locks
+            self.reset("sqlite_synchronous", self._procflow_synchronous, update=False)
         return con
 
 
@@ -159,12 +159,12 @@ class Store:
         beside live ones; only non-SQLite opens of the file break SQLite's locks).
         Returns whether the store still lacks its format marker.
         """
-        db = self.path / _DBNAME
-        if not db.exists():
-            with os.scandir(self.path) as listing:
-                if any(listing):
-                    raise StoreError(f"{self._where}: not a procflow store (other files); {_FIX}")
+        names = set(os.listdir(self.path))  # diskcache's own files may appear meanwhile
+        if names - {_DBNAME, f"{_DBNAME}-wal", f"{_DBNAME}-shm", f"{_DBNAME}-journal"}:
+            raise StoreError(f"{self._where}: not a procflow store (other files); {_FIX}")
+        if _DBNAME not in names:
             return True
+        db = self.path / _DBNAME
         con = sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True, timeout=_BUSY_TIMEOUT)
         try:
             sql = "SELECT name FROM sqlite_master WHERE type = 'table'"

@@ -122,12 +122,23 @@ def run_batch(specs: list[CallSpec]) -> list[tuple[int, Outcome]]:
         if task is None:
             task = pickle.loads(payload)
             _task_cache[payload] = task
-        args, kwargs = _serde.loads(args_text)
+        args, kwargs = split_args(_serde.loads(args_text))
         info = CallInfo(run_id=run_id, call_id=call_id, attempt=attempt, task=task.name)
         outcome = execute(task, args, kwargs, info, retry_policy)
         if not worker_send(("done", pid, token, outcome)):
             unsent.append((token, outcome))
     return unsent
+
+
+def split_args(loaded: Any) -> tuple[list[Any], dict[str, Any]]:
+    """``[args, kwargs]`` as loaded from their JSON text."""
+    args, kwargs = loaded
+    return args, kwargs
+
+
+def fresh_copy(args: list[Any], kwargs: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
+    """A JSON round-tripped copy, so a call can never mutate its caller's values."""
+    return split_args(_serde.loads(_serde.dumps([args, kwargs])))
 
 
 def run_nested(
@@ -151,7 +162,7 @@ def run_nested(
     for attempt in range(1, attempts + 1):
         info = CallInfo(parent.run_id, future.call_id, attempt, task.name)
         # Fresh copies per attempt: a failed attempt may have mutated its arguments.
-        copy_args, copy_kwargs = _serde.loads(_serde.dumps([plain_args, plain_kwargs]))
+        copy_args, copy_kwargs = fresh_copy(plain_args, plain_kwargs)
         call_id, ok, payload, _ = execute(task, copy_args, copy_kwargs, info, policy)
         if ok:
             plain = _serde.loads(payload)
