@@ -10,17 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures as cf
+import contextlib
 import inspect
 import os
+import queue
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, cast
 
 from . import _records, _serde
 from ._context import current_call_var, current_run_var, register_active, unregister_active
+from ._events import Event
 from ._policies import CachePolicy, RetryPolicy
 from ._run import Run
 from ._scheduler import get_scheduler
@@ -38,6 +41,14 @@ class Command:
     """Resume a run that is waiting at ``interrupt(...)``: ``resume`` is the answer."""
 
     resume: Any = None
+
+
+_END: Any = object()
+
+
+class _Raised:
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
 
 
 class _InterruptSignal(BaseException):
@@ -176,7 +187,100 @@ class Entrypoint(Generic[R]):
         driver = self._driver(input, run_id, config, rerun_changed, store, max_workers)
         if driver.finished:
             return driver.stored_result()
-        return driver.drive(lambda: self._run_body_sync(driver))
+        with _progress_for(driver, progress):
+            return driver.drive(lambda: self._run_body_sync(driver))
+
+    def stream(
+        self,
+        input: Any = _NO_INPUT,
+        *,
+        run_id: str | None = None,
+        config: dict[str, Any] | None = None,
+        progress: bool | None = None,
+        rerun_changed: bool = False,
+    ) -> Iterator[Event]:
+        """Run the entrypoint and yield its ``Event``s as they happen.
+
+        The last event is ``run_finished`` (or ``run_interrupted``); a failure or an
+        ``Interrupted`` is raised after it. Closing the generator early (or Ctrl-C while
+        iterating) stops the run as Ctrl-C does: recorded ``interrupted``, resumable.
+        """
+        driver = self._driver(input, run_id, config, rerun_changed, _NO_INPUT, None)
+        if driver.finished:
+            yield driver.finished_event()
+            return
+        events: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        driver.add_listener(events.put)
+        outcome: dict[str, Any] = {}
+
+        def drive() -> None:
+            try:
+                outcome["result"] = driver.drive(lambda: self._run_body_sync(driver))
+            except BaseException as exc:
+                outcome["error"] = exc
+            finally:
+                events.put(_END)
+
+        worker = threading.Thread(target=drive, name="procflow-stream", daemon=True)
+        restore = _install_sigterm()
+        with _progress_for(driver, bool(progress)):
+            worker.start()
+            try:
+                while True:
+                    try:
+                        item = events.get(timeout=0.25)
+                    except queue.Empty:
+                        continue
+                    if item is _END:
+                        break
+                    yield item
+            except BaseException as stop:
+                driver.stop()
+                worker.join(timeout=30)
+                if isinstance(stop, _Terminated):
+                    raise SystemExit(143) from None
+                raise
+            finally:
+                restore()
+        worker.join()
+        if "error" in outcome:
+            raise outcome["error"]
+
+    async def astream(
+        self,
+        input: Any = _NO_INPUT,
+        *,
+        run_id: str | None = None,
+        config: dict[str, Any] | None = None,
+        progress: bool | None = None,
+        rerun_changed: bool = False,
+    ) -> AsyncIterator[Event]:
+        """``stream`` as an async iterator (the run is driven from a helper thread)."""
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue[Any] = asyncio.Queue()
+        generator = self.stream(
+            input, run_id=run_id, config=config, progress=progress, rerun_changed=rerun_changed
+        )
+
+        def pump() -> None:
+            try:
+                for event in generator:
+                    loop.call_soon_threadsafe(events.put_nowait, event)
+            except BaseException as exc:
+                loop.call_soon_threadsafe(events.put_nowait, _Raised(exc))
+            finally:
+                loop.call_soon_threadsafe(events.put_nowait, _END)
+
+        pumping = loop.run_in_executor(None, pump)
+        while True:
+            item = await events.get()
+            if item is _END:
+                break
+            if isinstance(item, _Raised):
+                await pumping
+                raise item.exc
+            yield item
+        await pumping
 
     async def ainvoke(
         self,
@@ -318,11 +422,49 @@ class _RunDriver(Generic[R]):
         return cast(R, self.ep._result_codec.from_plain(self.record.get("result")))
 
     # -- sync ---------------------------------------------------------------------------
+    def add_listener(self, listener: Callable[[Event], None]) -> None:
+        """Send this run's events to ``listener`` too (the stream, the progress bar)."""
+        previous = self.run.listener
+        if previous is None:
+            self.run.listener = listener
+        else:
+
+            def both(event: Event) -> None:
+                previous(event)
+                listener(event)
+
+            self.run.listener = both
+
+    def finished_event(self) -> Event:
+        assert self.record is not None
+        return Event(
+            "run_finished",
+            self.run_id,
+            data={"status": "succeeded", "result": self.record.get("result"), "stored": True},
+        )
+
+    def stop(self) -> None:
+        """Stop the run from another thread (a closed stream): like Ctrl-C."""
+        from ._pool import shutdown_all
+
+        self.run.stopping = True
+        self.run.cancel_pending()
+        shutdown_all(kill=True)
+
+    def _started(self) -> None:
+        self.run.emit(
+            "run_started",
+            entrypoint=self.ep.name,
+            resumed=bool(self.record and self.record.get("attempts", 1) > 1),
+            store=str(self.store.path) if self.store is not None else None,
+        )
+
     def drive(self, body: Callable[[], Any]) -> R:
         run = self.run
         token = current_run_var.set(run)
         register_active(run)
         restore = _install_sigterm()
+        self._started()
         try:
             try:
                 result = body()
@@ -346,6 +488,7 @@ class _RunDriver(Generic[R]):
         run = self.run
         token = current_run_var.set(run)
         register_active(run)
+        self._started()
         try:
             try:
                 result = await body
@@ -380,7 +523,10 @@ class _RunDriver(Generic[R]):
     def _failed(self, exc: BaseException) -> None:
         self.run.cancel_pending()
         self.run.wait_idle()
-        self._record("failed", error=_error_dict(exc))
+        if self.run.stopping:  # the body failed because the run was stopped under it
+            self._record("interrupted", reason="signal")
+        else:
+            self._record("failed", error=_error_dict(exc))
 
     def _paused(self, paused: _InterruptSignal) -> None:
         self.run.wait_idle()
@@ -404,6 +550,27 @@ class _RunDriver(Generic[R]):
     def _record(self, status: str, **fields: Any) -> None:
         if self.store is not None and self.record is not None:
             _records.finish_run(self.store, self.record, status, **fields)
+        if status == "interrupted":
+            self.run.emit(
+                "run_interrupted", reason=fields.get("reason"), value=fields.get("interrupt_value")
+            )
+        else:
+            self.run.emit("run_finished", status=status, **fields)
+
+
+def _progress_for(
+    driver: _RunDriver[Any], progress: bool | None
+) -> contextlib.AbstractContextManager[Any]:
+    """The live progress bar on stderr, when asked for (or stderr is a terminal)."""
+    if progress is None:
+        progress = sys.stderr.isatty()
+    if not progress:
+        return contextlib.nullcontext()
+    from ._progress import ProgressBar
+
+    bar = ProgressBar(driver.run_id)
+    driver.add_listener(bar.on_event)
+    return bar
 
 
 def _error_dict(exc: BaseException) -> dict[str, Any]:

@@ -19,7 +19,7 @@ import types
 import weakref
 from collections.abc import Callable
 
-__all__ = ["FUTURE_MARKER", "canonical_json", "code_fingerprint", "digest"]
+__all__ = ["FUTURE_MARKER", "canonical_json", "code_fingerprint", "compact_encoder", "digest"]
 
 # A future passed as an argument stands for its producer's identity, written as
 # {FUTURE_MARKER: call_key}. The leading NUL keeps it apart from any key a real
@@ -35,11 +35,12 @@ def compact_encoder(*, sort_keys: bool) -> Callable[[object], str]:
     C encoder once costs 0.4 µs a call. It skips the cycle check, which is safe because
     plain values come out of ``_serde``'s checks, which refuse cycles.
     """
+    slow = json.JSONEncoder(
+        sort_keys=sort_keys, separators=(",", ":"), ensure_ascii=False, allow_nan=True
+    ).encode
     c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
-    if c_make_encoder is None:  # no C accelerator (another interpreter): the slow path
-        return json.JSONEncoder(
-            sort_keys=sort_keys, separators=(",", ":"), ensure_ascii=False, allow_nan=True
-        ).encode
+    if c_make_encoder is None:  # no C accelerator (another interpreter)
+        return slow
 
     def refuse(value: object) -> object:
         raise TypeError(f"{type(value).__name__} is not JSON-serializable")
@@ -53,7 +54,13 @@ def compact_encoder(*, sort_keys: bool) -> Callable[[object], str]:
     def dumps(plain: object) -> str:
         return "".join(encode(plain, 0))
 
-    return dumps
+    # The C encoder's signature is private: if a Python version changes it, fall back
+    # to the documented path instead of writing different text.
+    probe = {"b": [1, 2.5, float("nan"), None, True], "a": "é\n"}
+    try:
+        return dumps if dumps(probe) == slow(probe) else slow
+    except Exception:
+        return slow
 
 
 # Sorted keys make equal dicts one text; ensure_ascii=False keeps keys readable and
@@ -95,6 +102,16 @@ def code_fingerprint(fn: Callable[..., object]) -> str:
     the functions it calls, and bytecode differs between Python minor versions, so a
     fingerprint is only stable within one Python version.
     """
+    if type(fn) is types.FunctionType:
+        # The per-call path: a plain function seen before costs one dict lookup.
+        hit = _FN_CACHE.get(fn)
+        if (
+            hit is not None
+            and hit[0] is fn.__code__
+            and hit[1] is fn.__defaults__
+            and hit[2] is fn.__kwdefaults__
+        ):
+            return hit[3]
     fn = inspect.unwrap(fn)  # functools.wraps chains: fingerprint the real body
     if isinstance(fn, types.MethodType):
         fn = fn.__func__

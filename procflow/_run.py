@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from . import _keys, _serde
 from ._cache import ResultCache
 from ._calls import Call, has_marker, mark_futures
+from ._events import Event
 from ._futures import TaskFuture
 
 if TYPE_CHECKING:
@@ -61,7 +62,7 @@ class Run:
         self.rng = random.random
         self.stopping = False
         self.cache = ResultCache(store)
-        self.listener: Callable[[str, dict[str, Any]], None] | None = None
+        self.listener: Callable[[Event], None] | None = None
         # Replay index: call id -> committed entry of a call that succeeded before.
         self.index: dict[str, dict[str, Any]] = {}
         self.matched: set[str] = set()  # index entries some call of this attempt matched
@@ -122,6 +123,8 @@ class Run:
         )
         with self._lock:
             self._outstanding += 1
+        if self.listener is not None:
+            self.emit("task_submitted", call)
         self.scheduler.post("call", call)
         return future
 
@@ -259,13 +262,30 @@ class Run:
         self._loop_thread = None
 
     # -- events (built only when someone listens) -----------------------------------------
-    def emit(self, kind: str, call: Call, **fields: Any) -> None:
-        if self.listener is not None:
-            self.listener(kind, {"call": call.call_id, "task": call.task.name, **fields})
+    def emit(self, kind: str, call: Call | None = None, **data: Any) -> None:
+        listener = self.listener
+        if listener is not None:
+            listener(
+                Event(
+                    kind,
+                    self.run_id,
+                    call_id=call.call_id if call else None,
+                    task=call.task.name if call else None,
+                    data=data,
+                )
+            )
 
     def emit_replayed(self, task: Task[Any, Any], call_id: str) -> None:
         if self.listener is not None:
-            self.listener("succeeded", {"call": call_id, "task": task.name, "replayed": True})
+            self.listener(
+                Event(
+                    "task_succeeded",
+                    self.run_id,
+                    call_id=call_id,
+                    task=task.name,
+                    data={"replayed": True, "cached": False, "duration": 0.0},
+                )
+            )
 
     def warn_unobserved(self) -> None:
         failures = [f for f in self.unobserved_failures if not f.observed]

@@ -133,6 +133,8 @@ class Scheduler:
         starts, outcomes = self._channel.take()
         for token, pid in starts:
             call = self._dispatched.get(token)
+            if call is not None and call.run.listener is not None:
+                call.run.emit("task_started", call, pid=pid, attempt=call.attempt)
             if call is not None and call.task.timeout is not None:
                 self._after(call.task.timeout, functools.partial(self._deadline, call, token, pid))
         for token, outcome in outcomes:
@@ -212,6 +214,8 @@ class Scheduler:
             return
         info = CallInfo(call.run.run_id, call.call_id, call.attempt, call.task.name)
         args, kwargs = fresh_copy(call.args, call.kwargs)
+        if call.run.listener is not None:
+            call.run.emit("task_started", call, pid=os.getpid(), attempt=call.attempt)
         if call.executor == "inline":
             self._on_outcome(call, execute(call.task, args, kwargs, info, call.policy))
         elif call.executor == "thread":
@@ -441,7 +445,13 @@ class Scheduler:
         ):
             delay = policy.delay(call.attempt, call.run.rng)
             call.attempt += 1
-            call.run.emit("retrying", call, error=attempt_record["error"], delay=delay)
+            call.run.emit(
+                "task_retrying",
+                call,
+                error=attempt_record["error"],
+                delay=delay,
+                attempt=call.attempt - 1,
+            )
             self._after(delay, functools.partial(self._retry, call))
             return
         self._to_commit.append((call, False, payload, meta))
@@ -469,7 +479,7 @@ class Scheduler:
                         call.future.set_exception(exc)
                     self._settled(call)
                 continue
-            for call, ok, payload, _ in items:
+            for call, ok, payload, meta in items:
                 if ok:
                     plain = _serde.loads(payload)
                     try:
@@ -479,11 +489,28 @@ class Scheduler:
                     else:
                         call.future.plain = plain
                         call.future.set_result(value)
+                    if run.listener is not None:
+                        run.emit(
+                            "task_succeeded",
+                            call,
+                            duration=_duration(call.attempts[-1]),
+                            attempt=call.attempt,
+                            pid=call.attempts[-1].get("pid"),
+                            cached=bool(meta.get("cached")),
+                            replayed=False,
+                        )
                 else:
                     error = payload.get("error") or rebuild_exception(
                         payload, call.task.name, call.call_id, call.attempt, run.run_id
                     )
                     call.future.set_exception(error)
+                    if run.listener is not None:
+                        run.emit(
+                            "task_failed",
+                            call,
+                            error=f"{payload['type_name']}: {payload['message']}"[:2000],
+                            attempt=call.attempt,
+                        )
                 self._settled(call)
 
     def _settled(self, call: Call) -> None:
@@ -534,6 +561,11 @@ async def _execute_async(
         current_call_var.reset(token)
     meta = {"pid": os.getpid(), "start": start, "end": time.time(), "cpu": None}
     return (info.call_id, ok, payload, meta)
+
+
+def _duration(attempt: dict[str, Any]) -> float:
+    start, end = attempt.get("start"), attempt.get("end")
+    return float(end - start) if start is not None and end is not None else 0.0
 
 
 def _mark_running(call: Call) -> bool:

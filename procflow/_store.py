@@ -105,6 +105,13 @@ class _Cache(diskcache.Cache):  # type: ignore[misc]
         self._procflow_synchronous = synchronous
         super().__init__(directory, sqlite_synchronous=synchronous, **settings)
 
+    def create_tag_index(self) -> None:
+        # diskcache runs this in __init__ without a busy timeout and, unlike its other
+        # init statements, without retrying "database is locked": concurrent first opens
+        # of a folder failed. Same statement, with diskcache's retry.
+        self._sql_retry("CREATE INDEX IF NOT EXISTS Cache_tag_rowid ON Cache(tag, rowid)")
+        self.reset("tag_index", 1)
+
     @property
     def _con(self) -> sqlite3.Connection:
         local = self._local

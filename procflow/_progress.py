@@ -1,0 +1,120 @@
+"""The live progress bar on stderr, built on the event stream (rich does the drawing).
+
+Events only bump counters (cheap, from any thread); the bar reads them when rich
+refreshes, ten times a second, so a run of 100,000 tiny calls is not slowed by drawing.
+Nothing is ever written to stdout.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from types import TracebackType
+from typing import Any
+
+from rich.console import Console, RenderableType
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from ._events import Event
+
+__all__ = ["ProgressBar"]
+
+
+class _CountingProgress(Progress):
+    def __init__(self, bar: ProgressBar, *columns: Any, **options: Any) -> None:
+        self._bar = bar  # before Progress.__init__, which renders once
+        super().__init__(*columns, **options)
+
+    def get_renderables(self) -> Iterable[RenderableType]:
+        self._bar.sync()
+        yield from super().get_renderables()
+
+
+class ProgressBar:
+    """done / running / failed / cached counts, elapsed, ETA and the run id."""
+
+    def __init__(self, run_id: str | None, console: Console | None = None) -> None:
+        self.run_id = run_id
+        self._lock = threading.Lock()
+        self.submitted = self.done = self.failed = self.cached = self.replayed = 0
+        self.running = 0
+        self._progress = _CountingProgress(
+            self,
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn(
+                "running {task.fields[running]}  failed {task.fields[failed]}  "
+                "cached {task.fields[cached]}  replayed {task.fields[replayed]}"
+            ),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            console=console or Console(stderr=True),
+            refresh_per_second=10,
+        )
+        label = f"run {run_id}" if run_id else "run"
+        self._task = self._progress.add_task(
+            label, total=None, running=0, failed=0, cached=0, replayed=0
+        )
+
+    def on_event(self, event: Event) -> None:
+        kind = event.kind
+        with self._lock:
+            if kind == "task_submitted":
+                self.submitted += 1
+            elif kind == "task_started":
+                self.running += 1
+            elif kind == "task_succeeded":
+                data = event.data
+                self.done += 1
+                if data.get("replayed"):
+                    self.replayed += 1
+                    self.submitted += 1
+                elif data.get("cached"):
+                    self.cached += 1
+                else:
+                    self.running = max(0, self.running - 1)
+            elif kind == "task_failed":
+                self.failed += 1
+                self.done += 1
+                self.running = max(0, self.running - 1)
+            elif kind == "task_retrying":
+                self.running = max(0, self.running - 1)
+
+    def sync(self) -> None:
+        if not hasattr(self, "_task"):
+            return  # rich renders once while the bar is being built
+        with self._lock:
+            counts = (self.submitted, self.done, self.running, self.failed)
+            cached, replayed = self.cached, self.replayed
+        submitted, done, running, failed = counts
+        self._progress.update(
+            self._task,
+            total=max(submitted, 1),
+            completed=done,
+            running=running,
+            failed=failed,
+            cached=cached,
+            replayed=replayed,
+        )
+
+    def __enter__(self) -> ProgressBar:
+        self._progress.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.sync()
+        self._progress.stop()
