@@ -28,6 +28,14 @@ __all__ = ["ResultCache", "cache_key", "memory_cache"]
 Clock = Callable[[], float]
 
 
+def wall_clock() -> float:
+    """Seconds since the epoch; ``procflow.testing.use_clock`` replaces it in tests."""
+    return _clock()
+
+
+_clock: Clock = time.time
+
+
 def cache_key(
     task: Task[Any, Any], policy: CachePolicy, args: list[Any], kwargs: dict[str, Any]
 ) -> str:
@@ -74,7 +82,7 @@ memory_cache = _MemoryCache()
 class ResultCache:
     """A run's view of the cache: look calls up, and collect entries to commit."""
 
-    def __init__(self, store: Store | None, clock: Clock = time.time) -> None:
+    def __init__(self, store: Store | None, clock: Clock = wall_clock) -> None:
         self.store = store
         self.clock = clock
 

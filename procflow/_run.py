@@ -32,6 +32,17 @@ if TYPE_CHECKING:
 __all__ = ["Run"]
 
 
+class _FaultHooks:
+    """Private points where crash tests kill the driver (tests/scripts/): called with
+    the number of entries in the group, right before and right after its commit."""
+
+    before_commit: Callable[[int], None] | None = None
+    after_commit: Callable[[int], None] | None = None
+
+
+_fault_hooks = _FaultHooks()
+
+
 class Run:
     def __init__(
         self,
@@ -217,7 +228,11 @@ class Run:
                     "traceback": payload["traceback"][-8000:],
                 }
             entries.append(entry)
+        if _fault_hooks.before_commit is not None:
+            _fault_hooks.before_commit(len(entries))
         self.store.commit(self.run_id, entries, cache_entries=cache_entries)
+        if _fault_hooks.after_commit is not None:
+            _fault_hooks.after_commit(len(entries))
 
     def call_finished(self, call: Call) -> None:
         future = call.future

@@ -27,7 +27,6 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import diskcache
@@ -72,14 +71,10 @@ class CacheEntry:
 
 
 class _TextDisk(diskcache.Disk):  # type: ignore[misc]
-    """Writes and reads text only: unpickling an entry would run code from the folder
-    (CVE-2025-69872), and writing a non-str would silently fall back to pickle."""
+    """Reads text only: unpickling an entry would run code from the folder (CVE-2025-69872).
 
-    def store(self, value: Any, read: bool, key: Any = None) -> tuple[Any, ...]:
-        if type(value) is not str:
-            raise TypeError(f"store values are JSON text (str), not {type(value).__name__}")
-        fields: tuple[Any, ...] = super().store(value, read, key=key)
-        return fields
+    Writes are text by construction: every value this module stores is a ``str``.
+    """
 
     def fetch(self, mode: int, filename: str | None, value: Any, read: bool) -> Any:
         result = None if mode == _MODE_PICKLE else super().fetch(mode, filename, value, read)
@@ -145,18 +140,12 @@ class Store:
             fresh = self._inspect()
             sync = _SYNC[self.sync]
             cache = _Cache(str(self.path), sync, timeout=_BUSY_TIMEOUT, disk=_TextDisk, **_SETTINGS)
-        except _DB_ERRORS as exc:
-            raise self._error("opening", exc) from exc
-        try:
             # add() is atomic: of several processes creating the store at once, one
             # writes the marker and the others verify what it wrote.
             if fresh and not cache.add(_FORMAT_KEY, str(FORMAT_VERSION)):
                 self._verify_format(_MODE_RAW, cache.get(_FORMAT_KEY), 0)
-        except BaseException as exc:
-            cache.close()
-            if isinstance(exc, _DB_ERRORS):
-                raise self._error("opening", exc) from exc
-            raise
+        except _DB_ERRORS as exc:
+            raise self._error("opening", exc) from exc
         return cache
 
     def _inspect(self) -> bool:
@@ -174,6 +163,7 @@ class Store:
         db = self.path / _DBNAME
         con = sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True, timeout=_BUSY_TIMEOUT)
         try:
+            con.execute("BEGIN")  # one snapshot: another opener may add the marker meanwhile
             sql = "SELECT name FROM sqlite_master WHERE type = 'table'"
             tables = {name for (name,) in con.execute(sql)}
             if "Cache" not in tables:
@@ -217,12 +207,7 @@ class Store:
     def __enter__(self) -> Store:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     def _error(self, what: str, exc: BaseException) -> StoreError:
