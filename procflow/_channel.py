@@ -10,7 +10,8 @@ listener in the driver and read by one thread, which keeps:
 - the outcomes and start notices received since the scheduler last took them.
 
 Workers report each call's outcome as soon as it finishes, so inside a batch results are
-committed one group at a time rather than at the end of the batch. ``drain()`` reads
+committed one group at a time rather than at the end of the batch; one "step" message
+carries a call's outcome and the start of the next call of the batch. ``drain()`` reads
 everything already sent (a dead worker's messages are all in its socket before its EOF)
 so that a crash is never blamed before the messages that precede it are seen.
 """
@@ -35,8 +36,12 @@ class Channel:
         self._listener = Listener(family="AF_UNIX", authkey=self.authkey)
         self.address: str = self._listener.address
         self._wake_scheduler = wake
+        # _lock guards the shared state and is held only for quick updates; a
+        # connection's own lock is held while reading it, so drain() can wait for a read
+        # in progress without blocking the others.
         self._lock = threading.Lock()
         self._conns: list[Connection] = []
+        self._conn_locks: dict[Connection, threading.Lock] = {}
         self._wake_r, self._wake_w = os.pipe()
         self.running: dict[int, tuple[int, float]] = {}
         self._starts: list[tuple[int, int]] = []  # (token, pid)
@@ -56,6 +61,7 @@ class Channel:
                 continue  # a worker that died during the handshake
             with self._lock:
                 self._conns.append(conn)
+                self._conn_locks[conn] = threading.Lock()
             os.write(self._wake_w, b"x")
 
     def _read_loop(self) -> None:
@@ -66,44 +72,55 @@ class Channel:
             if self._wake_r in ready:
                 os.read(self._wake_r, 4096)
             got = False
-            with self._lock:
-                for conn in ready:
-                    if conn is not self._wake_r:
-                        got = self._read_available(conn) or got  # type: ignore[arg-type]
+            for conn in ready:
+                if conn is not self._wake_r:
+                    got = self._read_available(conn) or got  # type: ignore[arg-type]
             if got:
                 self._wake_scheduler()
 
     def _read_available(self, conn: Connection) -> bool:
-        """Read every message waiting on one connection (lock held)."""
+        """Read every message waiting on one connection and record them."""
+        with self._lock:
+            conn_lock = self._conn_locks.get(conn)
+        if conn_lock is None:
+            return False
         got = False
-        while True:
-            try:
-                if not conn.poll(0):
+        with conn_lock:
+            while True:
+                try:
+                    if not conn.poll(0):
+                        return got
+                    message = conn.recv()
+                except (EOFError, OSError):
+                    with self._lock:
+                        if conn in self._conns:
+                            self._conns.remove(conn)
+                        self._conn_locks.pop(conn, None)
+                    conn.close()
                     return got
-                message = conn.recv()
-            except (EOFError, OSError):
-                if conn in self._conns:
-                    self._conns.remove(conn)
-                conn.close()
-                return got
-            got = True
-            kind = message[0]
-            if kind == "start":
-                _, pid, token = message
-                self.running[pid] = (token, time.monotonic())
-                self._starts.append((token, pid))
-            elif kind == "done":
-                _, pid, token, outcome = message
-                if self.running.get(pid, (None,))[0] == token:
+                got = True
+                self._record(message)
+
+    def _record(self, message: tuple[Any, ...]) -> None:
+        # ("step", pid, finished token | None, its outcome | None, next token | None):
+        # one message per call carries the previous call's outcome and the next's start.
+        _, pid, done_token, outcome, next_token = message
+        with self._lock:
+            if done_token is not None:
+                if self.running.get(pid, (None,))[0] == done_token:
                     del self.running[pid]
-                self._outcomes.append((token, outcome))
+                self._outcomes.append((done_token, outcome))
+            if next_token is not None:
+                self.running[pid] = (next_token, time.monotonic())
+                self._starts.append((next_token, pid))
 
     # -- the scheduler's side --------------------------------------------------------------
     def drain(self) -> None:
         """Read everything the workers have sent so far."""
         with self._lock:
-            for conn in list(self._conns):
-                self._read_available(conn)
+            conns = list(self._conns)
+        for conn in conns:
+            self._read_available(conn)
 
     def take(self) -> tuple[list[tuple[int, int]], list[tuple[int, Any]]]:
         with self._lock:

@@ -48,7 +48,7 @@ _BUSY_TIMEOUT = 60.0  # seconds a writer waits for another process's write lock
 _MOUNTS = "/proc/mounts"
 _NETWORK_FS = frozenset({"nfs", "nfs4", "cifs", "fuse.sshfs", "9p", "lustre", "gpfs"})
 _DB_ERRORS = (sqlite3.Error, OSError, diskcache.Timeout)
-_FIX = "move it away or point checkpointer= (or --store) elsewhere"
+_FIX = "move it away, or point checkpointer= (or --store) elsewhere"
 _SETTINGS = {  # a checkpoint store's settings, not a cache's (module docstring)
     "eviction_policy": "none",
     "cull_limit": 0,
@@ -216,12 +216,13 @@ class Store:
         if isinstance(exc, diskcache.Timeout) and exc.__context__ is not None:
             cause = exc.__context__  # diskcache raises Timeout `from None` over the cause
         text = str(cause) or "timed out"
-        low = text.lower()
-        if isinstance(cause, diskcache.Timeout) or "locked" in low or "busy" in low:
+        # Match SQLite's messages, or an OSError's strerror (its str names the path).
+        low = str(cause.strerror if isinstance(cause, OSError) else text).lower()
+        if isinstance(cause, diskcache.Timeout) or "is locked" in low:
             hint = f"another process held the write lock over {_BUSY_TIMEOUT:g} s; retry later"
         elif "not a database" in low or "malformed" in low:
-            hint = f"the database is damaged: restore the folder from a backup, or {_FIX}"
-        elif "full" in low or "no space" in low:
+            hint = f"the database is damaged: restore the folder from a backup; else {_FIX}"
+        elif "is full" in low or "no space" in low:
             hint = "free some disk space, then resume the run"
         else:
             hint = "check that the folder is a procflow store and is writable"
@@ -390,7 +391,8 @@ class Store:
             with cache.transact():
                 if task is None:
                     sql = "SELECT DISTINCT tag FROM Cache WHERE tag >= ? AND tag < ?"
-                    tags = [t for (t,) in cache._sql(sql, (_CACHE_TAG, "cache;")).fetchall()]
+                    rows = cache._sql(sql, (_CACHE_TAG, "cache;")).fetchall()  # ";" follows ":"
+                    tags = [tag for (tag,) in rows]
                 else:
                     tags = [_CACHE_TAG + task]
                 removed: int = sum(cache.evict(tag) for tag in tags)
@@ -405,7 +407,7 @@ class Store:
             " WHERE raw = 1 AND key >= ? AND key < ? GROUP BY tag"
         )
         try:
-            rows = self._c._sql(sql, (_CACHE, "cache0")).fetchall()
+            rows = self._c._sql(sql, (_CACHE, "cache0")).fetchall()  # "0" follows "/"
         except _DB_ERRORS as exc:
             raise self._error("reading cache statistics", exc) from exc
         by_task = {str(tag).removeprefix(_CACHE_TAG): n for tag, n, _ in rows}

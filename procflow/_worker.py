@@ -116,8 +116,10 @@ def run_batch(specs: list[CallSpec]) -> list[tuple[int, Outcome]]:
     """
     pid = os.getpid()
     unsent: list[tuple[int, Outcome]] = []
-    for token, call_id, payload, args_text, attempt, run_id, retry_policy in specs:
-        worker_send(("start", pid, token))
+    sent = worker_send(("step", pid, None, None, specs[0][0]))
+    for index, (token, call_id, payload, args_text, attempt, run_id, retry_policy) in enumerate(
+        specs
+    ):
         task = _task_cache.get(payload)
         if task is None:
             task = pickle.loads(payload)
@@ -125,7 +127,8 @@ def run_batch(specs: list[CallSpec]) -> list[tuple[int, Outcome]]:
         args, kwargs = split_args(_serde.loads(args_text))
         info = CallInfo(run_id=run_id, call_id=call_id, attempt=attempt, task=task.name)
         outcome = execute(task, args, kwargs, info, retry_policy)
-        if not worker_send(("done", pid, token, outcome)):
+        next_token = specs[index + 1][0] if index + 1 < len(specs) else None
+        if not sent or not worker_send(("step", pid, token, outcome, next_token)):
             unsent.append((token, outcome))
     return unsent
 
