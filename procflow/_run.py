@@ -90,6 +90,11 @@ class Run:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
 
+    @property
+    def label(self) -> str:
+        """``"run 'x', "`` for messages, empty for a run without a store."""
+        return f"run {self.run_id!r}, " if self.run_id else ""
+
     # -- the caller's side ---------------------------------------------------------------
     def submit(
         self, task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]

@@ -63,7 +63,9 @@ class Scheduler:
         self._inbox: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         self._ready: deque[Call] = deque()
         self._held: dict[str, deque[Call]] = {}  # calls waiting for max_concurrency
-        self._inflight: dict[Future[Any], tuple[_pool.Pool, list[Call]]] = {}
+        # loky future -> (pool, [(token, call)]): the tokens of that dispatch, since a call
+        # retried meanwhile carries a newer token.
+        self._inflight: dict[Future[Any], tuple[_pool.Pool, list[tuple[int, Call]]]] = {}
         self._timers: list[tuple[float, int, Callable[[], None]]] = []
         self._timer_seq = itertools.count()
         self._to_commit: list[tuple[Call, bool, Any, dict[str, Any]]] = []
@@ -71,6 +73,7 @@ class Scheduler:
         self._threads: ThreadPoolExecutor | None = None
         self._tokens = itertools.count(1)
         self._dispatched: dict[int, Call] = {}  # token -> call sent to the process pool
+        self._local: dict[int, Call] = {}  # token -> thread, async or inline call running
         self._channel: Channel | None = None
         self._thread = threading.Thread(target=self._loop, name="procflow-scheduler", daemon=True)
         self._thread.start()
@@ -122,7 +125,7 @@ class Scheduler:
         elif kind == "batch":
             self._on_batch_done(message[1], message[2])
         elif kind == "local":
-            self._on_outcome(message[1], message[2])
+            self._on_local_outcome(message[1], message[2])
         elif kind == "fn":
             message[1]()
         # "wake": the channel has messages, taken after this batch of messages
@@ -208,16 +211,30 @@ class Scheduler:
         """Hand a ready call to its executor (or to the process pool's ready queue)."""
         if call.executor == "process":
             self._ready.append(call)
+        else:
+            self._run_local(call)
+
+    def _run_local(self, call: Call) -> None:
+        """Run a thread, async or inline call (they do not use the process pool)."""
+        if not self._admit(call):
             return
-        if not _mark_running(call):
-            self._drop(call, None)
-            return
+        call.token = token = next(self._tokens)
+        self._local[token] = call
         info = CallInfo(call.run.run_id, call.call_id, call.attempt, call.task.name)
         args, kwargs = fresh_copy(call.args, call.kwargs)
         if call.run.listener is not None:
             call.run.emit("task_started", call, pid=os.getpid(), attempt=call.attempt)
+        timeout = call.task.timeout
         if call.executor == "inline":
-            self._on_outcome(call, execute(call.task, args, kwargs, info, call.policy))
+            started = time.monotonic()
+            outcome = execute(call.task, args, kwargs, info, call.policy)
+            if timeout is not None and time.monotonic() - started > timeout:
+                # An inline call cannot be stopped; it fails once it returns late.
+                self._local.pop(token, None)
+                self._release(call)
+                self._fail_attempt(call, _timeout_error(call, stopped=False), os.getpid())
+                return
+            self._on_local_outcome(token, outcome)
         elif call.executor == "thread":
             if self._threads is None:
                 self._threads = ThreadPoolExecutor(
@@ -225,21 +242,33 @@ class Scheduler:
                     thread_name_prefix="procflow-thread",
                 )
             fut = self._threads.submit(execute, call.task, args, kwargs, info, call.policy)
-            fut.add_done_callback(self._local_callback(call))
-        else:  # async
+            fut.add_done_callback(functools.partial(self._local_callback, token))
+            if timeout is not None:
+                self._after(timeout, functools.partial(self._local_deadline, token))
+        else:  # async: the deadline is asyncio.wait_for's, inside _execute_async
             loop = call.run.event_loop()
             coro = _execute_async(call, args, kwargs, info)
             asyncio.run_coroutine_threadsafe(coro, loop).add_done_callback(
-                self._local_callback(call)
+                functools.partial(self._local_callback, token)
             )
 
-    def _local_callback(self, call: Call) -> Callable[[Future[Outcome]], None]:
+    def _local_callback(self, token: int, fut: Future[Outcome]) -> None:
         """Post a thread or async call's outcome (its envelope never raises)."""
+        self.post("local", token, fut.result())
 
-        def done(fut: Future[Outcome]) -> None:
-            self.post("local", call, fut.result())
+    def _on_local_outcome(self, token: int, outcome: Outcome) -> None:
+        call = self._local.pop(token, None)
+        if call is None:
+            return  # it already failed at its deadline; this late outcome is dropped
+        self._release(call)
+        self._on_outcome(call, outcome)
 
-        return done
+    def _local_deadline(self, token: int) -> None:
+        """A thread call ran past its timeout: it fails now; its thread runs on."""
+        call = self._local.pop(token, None)
+        if call is not None:
+            self._release(call)
+            self._fail_attempt(call, _timeout_error(call, stopped=False), os.getpid())
 
     def _drop(self, call: Call, exc: BaseException | None) -> None:
         """Finish a call that will not run: cancelled, or one of its inputs failed."""
@@ -253,8 +282,13 @@ class Scheduler:
     # -- dispatch to the process pool ----------------------------------------------------
     def _dispatch(self) -> None:
         while self._ready:
-            pool = self._ready[0].run.pool()
-            if self._inflight_for(pool) >= 2 * pool.max_workers:
+            head = self._ready[0]
+            pool = head.run.pool()
+            # One dispatch per worker keeps calls in our queue, where cancel() and a
+            # stopping run can still reach them; a second one queued per worker only
+            # for calls measured to be short, where the round trip would idle workers.
+            depth = 2 if self._is_short(head.task.name) else 1
+            if self._inflight_for(pool) >= depth * pool.max_workers:
                 return
             batch = self._take_batch(pool)
             if not batch:
@@ -277,7 +311,7 @@ class Scheduler:
                     )
                 )
             fut = pool.submit(run_batch, specs)
-            self._inflight[fut] = (pool, batch)
+            self._inflight[fut] = (pool, [(call.token, call) for call in batch])
             fut.add_done_callback(functools.partial(self._batch_callback, pool=pool))
 
     def _batch_callback(self, fut: Future[Any], *, pool: _pool.Pool) -> None:
@@ -288,6 +322,10 @@ class Scheduler:
 
     def _inflight_for(self, pool: _pool.Pool) -> int:
         return sum(1 for p, _ in self._inflight.values() if p is pool)
+
+    def _is_short(self, task_name: str) -> bool:
+        stats = self._stats.get(task_name)
+        return stats is not None and stats.mean is not None and stats.mean <= SHORT_CALL_SECONDS
 
     def _take_batch(self, pool: _pool.Pool) -> list[Call]:
         first = self._ready.popleft()
@@ -335,7 +373,11 @@ class Scheduler:
             stats.running -= 1
         held = self._held.get(call.task.name)
         if held:
-            self._ready.appendleft(held.popleft())
+            waiting = held.popleft()
+            if waiting.executor == "process":
+                self._ready.appendleft(waiting)
+            else:
+                self._run_local(waiting)
 
     # -- outcomes ----------------------------------------------------------------------
     def _on_batch_done(self, fut: Future[Any], pool: _pool.Pool) -> None:
@@ -357,17 +399,19 @@ class Scheduler:
             if call is not None:
                 self._release(call)
                 self._on_outcome(call, outcome)
-        for call in batch:  # pragma: no cover - a worker that lost an outcome
-            if self._dispatched.pop(call.token, None) is call:
+        for token, call in batch:  # pragma: no cover - a worker that lost an outcome
+            if self._dispatched.pop(token, None) is call:
                 self._release(call)
                 self._redispatch(call)
 
-    def _on_batch_failed(self, batch: list[Call], pool: _pool.Pool, exc: BaseException) -> None:
+    def _on_batch_failed(
+        self, batch: list[tuple[int, Call]], pool: _pool.Pool, exc: BaseException
+    ) -> None:
         """The pool broke: blame the call whose worker died; re-dispatch the others
         without spending an attempt."""
         if _pool.is_crash(exc):
             _pool.replace_pool(pool)
-            for call in batch:
+            for _, call in batch:
                 call.run.forget_pool()
         dead = {pid: code for pid, code in (pool.crash_exitcodes or {}).items() if code is not None}
         culprits: dict[int, int] = {}  # token -> pid
@@ -377,15 +421,15 @@ class Scheduler:
                 if token is not None:
                     culprits[token] = pid
             self._channel.forget(pool.worker_pids() + list(dead))
-        for call in batch:
-            if self._dispatched.pop(call.token, None) is not call:
+        for token, call in batch:
+            if self._dispatched.pop(token, None) is not call:
                 continue  # its outcome arrived before the break
             self._release(call)
             if call.run.stopping:
                 self._drop(call, CancelledError(f"run {call.run.run_id!r} stopped"))
-            elif call.token in culprits:
-                pid = culprits[call.token]
-                if pool.killed_for_timeout.get(pid) == call.token:
+            elif token in culprits:
+                pid = culprits[token]
+                if pool.killed_for_timeout.get(pid) == token:
                     self._fail_attempt(call, _timeout_error(call), pid)
                 else:
                     self._fail_attempt(call, _crash_error(call, pid, dead[pid], exc), pid)
@@ -552,7 +596,12 @@ async def _execute_async(
     payload: Any
     try:
         typed_args, typed_kwargs = call.task.from_plain_args(args, kwargs)
-        result = await call.task.fn(*typed_args, **typed_kwargs)
+        try:
+            result = await asyncio.wait_for(
+                call.task.fn(*typed_args, **typed_kwargs), call.task.timeout
+            )
+        except asyncio.TimeoutError:
+            raise _timeout_error(call, stopped=False) from None
         plain = call.task.result_codec().to_plain(result, "result", call.task.name)
         ok, payload = True, _serde.dumps(plain)
     except BaseException as exc:
@@ -599,7 +648,7 @@ def _crash_error(
     )
     worker = f"worker process {pid}" if pid else "a worker process"
     error = WorkerCrashedError(
-        f"task {call.task.name!r} (run {call.run.run_id!r}, attempt {call.attempt}): its "
+        f"task {call.task.name!r} ({call.run.label}attempt {call.attempt}): its "
         f"{worker} {how} while running the call; {hint}",
         exitcode=exitcode,
     )
@@ -607,13 +656,17 @@ def _crash_error(
     return error
 
 
-def _timeout_error(call: Call) -> BaseException:
+def _timeout_error(call: Call, stopped: bool = True) -> BaseException:
     from .errors import TaskTimeoutError
 
+    what = (
+        "its worker was stopped"
+        if stopped
+        else f"its {call.executor} call cannot be stopped and may still be running"
+    )
     return TaskTimeoutError(
-        f"task {call.task.name!r} (run {call.run.run_id!r}, attempt {call.attempt}) ran "
-        f"longer than its timeout of {call.task.timeout}s; its worker was stopped. Raise "
-        "timeout= or add a retry_policy"
+        f"task {call.task.name!r} ({call.run.label}attempt {call.attempt}) ran longer than "
+        f"its timeout of {call.task.timeout}s; {what}. Raise timeout= or add a retry_policy"
     )
 
 
