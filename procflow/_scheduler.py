@@ -476,6 +476,8 @@ class Scheduler:
         if not ok:
             attempt_record["error"] = f"{payload['type_name']}: {payload['message']}"[:2000]
             attempt_record["kind"] = payload["kind"]
+            if payload.get("output"):
+                attempt_record["output"] = payload["output"]
         call.attempts.append(attempt_record)
         if ok:
             self._to_commit.append((call, True, payload, meta))

@@ -68,8 +68,90 @@ def execute(
         "start": start,
         "end": time.time(),
         "cpu": time.thread_time() - cpu_start,
+        "rss_peak": _peak_rss(),
     }
     return (info.call_id, ok, payload, meta)
+
+
+def _peak_rss() -> int | None:
+    """The process's peak resident memory in bytes (one getrusage call)."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)
+
+
+class _Tail:
+    """The last ``limit`` characters a call wrote to stdout, stderr and logging.
+
+    Installed once per worker process; writes still reach the real streams. Only a
+    failed call's tail is kept (in its attempt record, for ``procflow show``).
+    """
+
+    limit = 4000
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.size = 0
+
+    def add(self, text: str) -> None:
+        self.parts.append(text)
+        self.size += len(text)
+        if self.size > 2 * self.limit:
+            joined = "".join(self.parts)[-self.limit :]
+            self.parts, self.size = [joined], len(joined)
+
+    def take(self) -> str:
+        text = "".join(self.parts)[-self.limit :]
+        self.parts, self.size = [], 0
+        return text
+
+
+class _TeeStream:
+    """A text stream that writes through to ``stream`` and into the tail."""
+
+    def __init__(self, stream: Any, tail: _Tail) -> None:
+        self._stream = stream
+        self._tail = tail
+
+    def write(self, text: str) -> int:
+        self._tail.add(text)
+        return int(self._stream.write(text))
+
+    def __getattr__(self, name: str) -> Any:  # flush, fileno, encoding, isatty...
+        return getattr(self._stream, name)
+
+
+_tail: _Tail | None = None
+
+
+def _capture_output() -> _Tail:
+    """Start keeping the output tail of this worker process (once)."""
+    global _tail
+    if _tail is None:
+        import logging
+
+        tail = _Tail()
+        real_stderr = sys.stderr
+        sys.stdout = _TeeStream(sys.stdout, tail)
+        sys.stderr = _TeeStream(sys.stderr, tail)
+        root = logging.getLogger()
+
+        class _TailHandler(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                tail.add(self.format(record) + "\n")
+                # Adding a handler silences logging's last-resort printing of warnings;
+                # keep printing them when the user configured no handler of their own.
+                if root.handlers == [self] and record.levelno >= logging.WARNING:
+                    real_stderr.write(record.getMessage() + "\n")
+
+        handler = _TailHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        logging.getLogger().addHandler(handler)
+        _tail = tail
+    return _tail
 
 
 def error_envelope(exc: BaseException, retry_policy: RetryPolicy | None) -> dict[str, Any]:
@@ -115,6 +197,7 @@ def run_batch(specs: list[CallSpec]) -> list[tuple[int, Outcome]]:
     the batch's return value.
     """
     pid = os.getpid()
+    tail = _capture_output()
     unsent: list[tuple[int, Outcome]] = []
     sent = worker_send(("step", pid, None, None, specs[0][0]))
     for index, (token, call_id, payload, args_text, attempt, run_id, retry_policy) in enumerate(
@@ -126,7 +209,10 @@ def run_batch(specs: list[CallSpec]) -> list[tuple[int, Outcome]]:
             _task_cache[payload] = task
         args, kwargs = split_args(_serde.loads(args_text))
         info = CallInfo(run_id=run_id, call_id=call_id, attempt=attempt, task=task.name)
+        tail.take()
         outcome = execute(task, args, kwargs, info, retry_policy)
+        if not outcome[1]:
+            outcome[2]["output"] = tail.take()
         next_token = specs[index + 1][0] if index + 1 < len(specs) else None
         if not sent or not worker_send(("step", pid, token, outcome, next_token)):
             unsent.append((token, outcome))
