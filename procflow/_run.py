@@ -208,6 +208,10 @@ class Run:
                 new = self.cache.entry_for(call, payload)
                 if new is not None:
                     cache_entries.append(new)
+            if meta.get("cache_entries"):
+                from ._store import CacheEntry
+
+                cache_entries.extend(CacheEntry(**entry) for entry in meta["cache_entries"])
         if self.store is None or self.run_id is None:
             return
         entries = []

@@ -310,7 +310,8 @@ class Scheduler:
                         call.policy,
                     )
                 )
-            fut = pool.submit(run_batch, specs)
+            store = batch[0].run.store
+            fut = pool.submit(run_batch, specs, str(store.path) if store is not None else None)
             self._inflight[fut] = (pool, [(call.token, call) for call in batch])
             fut.add_done_callback(functools.partial(self._batch_callback, pool=pool))
 

@@ -38,6 +38,11 @@ CallSpec = tuple[int, str, bytes, str, int, "str | None", "RetryPolicy | None"]
 
 _EXIT_TYPES = (SystemExit, KeyboardInterrupt, GeneratorExit)
 _task_cache: dict[bytes, Task[Any, Any]] = {}
+# The store of the run whose batch this worker runs (nested calls read its cache), and
+# cache entries nested calls produced, to travel back with the outer call's outcome
+# (only the driver writes the store).
+_store_path: str | None = None
+_new_cache_entries: list[dict[str, Any]] = []
 
 
 def execute(
@@ -63,13 +68,17 @@ def execute(
         payload = error_envelope(exc, retry_policy)
     finally:
         current_call_var.reset(token)
-    meta = {
+    meta: dict[str, Any] = {
         "pid": os.getpid(),
         "start": start,
         "end": time.time(),
         "cpu": time.thread_time() - cpu_start,
         "rss_peak": _peak_rss(),
     }
+    if _new_cache_entries and current_call_var.get() is None:
+        # Entries that nested calls cached: the driver commits them with this outcome.
+        meta["cache_entries"] = _new_cache_entries[:]
+        _new_cache_entries.clear()
     return (info.call_id, ok, payload, meta)
 
 
@@ -189,13 +198,15 @@ def error_envelope(exc: BaseException, retry_policy: RetryPolicy | None) -> dict
     }
 
 
-def run_batch(specs: list[CallSpec]) -> list[tuple[int, Outcome]]:
+def run_batch(specs: list[CallSpec], store_path: str | None = None) -> list[tuple[int, Outcome]]:
     """The function loky runs in a worker: one dispatch, several calls.
 
     Each call is announced to the driver before it runs and its outcome sent as soon as
     it finishes (see ``_channel``); only without a channel do outcomes travel back with
     the batch's return value.
     """
+    global _store_path
+    _store_path = store_path
     pid = os.getpid()
     tail = _capture_output()
     unsent: list[tuple[int, Outcome]] = []
@@ -246,6 +257,16 @@ def run_nested(
     except BaseException as exc:
         future.set_exception(exc)
         return future
+    cache_key = None
+    if task.cache_policy is not None:
+        from ._cache import cache_key as make_key
+        from ._cache import wall_clock
+
+        cache_key = make_key(task, task.cache_policy, plain_args, plain_kwargs)
+        hit = _nested_cache_get(cache_key, wall_clock())
+        if hit is not None:
+            future.set_result(task.result_codec().from_plain(_serde.loads(hit)))
+            return future
     policy = task.retry_policy
     attempts = policy.max_attempts if policy else 1
     for attempt in range(1, attempts + 1):
@@ -254,6 +275,8 @@ def run_nested(
         copy_args, copy_kwargs = fresh_copy(plain_args, plain_kwargs)
         call_id, ok, payload, _ = execute(task, copy_args, copy_kwargs, info, policy)
         if ok:
+            if cache_key is not None and task.cache_policy is not None:
+                _nested_cache_put(cache_key, task, task.cache_policy.ttl, payload)
             plain = _serde.loads(payload)
             future.set_result(task.result_codec().from_plain(plain))
             return future
@@ -263,6 +286,30 @@ def run_nested(
         future.set_exception(rebuild_exception(payload, task.name, call_id, attempt, None))
         return future
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _nested_cache_get(key: str, now: float) -> str | None:
+    from ._cache import memory_cache
+
+    if _store_path is None:  # no store, or a thread/inline call in the driver
+        return memory_cache.get(key, now)
+    from ._records import open_store
+
+    store = open_store(_store_path)
+    return store.cache_get(key, now=now) if store is not None else None
+
+
+def _nested_cache_put(key: str, task: Task[Any, Any], ttl: float | None, value: str) -> None:
+    from ._cache import memory_cache, wall_clock
+
+    now = wall_clock()
+    expires = None if ttl is None else now + ttl
+    if _store_path is None:
+        memory_cache.put(key, value, now, expires)
+        return
+    _new_cache_entries.append(
+        {"key": key, "task": task.name, "value": value, "stored_at": now, "expires_at": expires}
+    )
 
 
 class RemoteTraceback(Exception):
