@@ -71,20 +71,20 @@ class CacheEntry:
 
 
 class _TextDisk(diskcache.Disk):  # type: ignore[misc]
-    """Reads text only: unpickling an entry would run code from the folder (CVE-2025-69872).
+    """Reads text kept inside SQLite only, as this module writes every value.
 
-    Writes are text by construction: every value this module stores is a ``str``.
+    Unpickling an entry would run code from the folder (CVE-2025-69872); a value in a
+    side file would be read back as a silent miss if the file were lost. Both are refused.
     """
 
     def fetch(self, mode: int, filename: str | None, value: Any, read: bool) -> Any:
-        result = None if mode == _MODE_PICKLE else super().fetch(mode, filename, value, read)
-        if type(result) is not str:
+        if mode != _MODE_RAW or type(value) is not str:
             what = "a pickled entry" if mode == _MODE_PICKLE else "a non-text entry"
             raise StoreError(
                 f"the store at {self._directory!r} holds {what}, which procflow never writes: "
                 f"the folder is not a procflow store or was tampered with; {_FIX}"
             )
-        return result
+        return value
 
 
 class _Cache(diskcache.Cache):  # type: ignore[misc]
@@ -155,10 +155,10 @@ class Store:
         beside live ones; only non-SQLite opens of the file break SQLite's locks).
         Returns whether the store still lacks its format marker.
         """
-        names = set(os.listdir(self.path))  # diskcache's own files may appear meanwhile
-        if names - {_DBNAME, f"{_DBNAME}-wal", f"{_DBNAME}-shm", f"{_DBNAME}-journal"}:
-            raise StoreError(f"{self._where}: not a procflow store (other files); {_FIX}")
-        if _DBNAME not in names:
+        names = set(os.listdir(self.path))
+        if _DBNAME not in names:  # a new store; another opener may be creating it now
+            if names - {f"{_DBNAME}-wal", f"{_DBNAME}-shm", f"{_DBNAME}-journal"}:
+                raise StoreError(f"{self._where}: not a procflow store (other files); {_FIX}")
             return True
         db = self.path / _DBNAME
         con = sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True, timeout=_BUSY_TIMEOUT)
@@ -173,7 +173,9 @@ class Store:
                 return True  # another process is creating the store right now
             sql = "SELECT mode, value FROM Cache WHERE key = ? AND raw = 1"
             mode, value = con.execute(sql, (_FORMAT_KEY,)).fetchone() or (_MODE_RAW, None)
-            (count,) = con.execute("SELECT COUNT(*) FROM Cache").fetchone()
+            count = 0  # counted only to name a foreign cache: a scan of the whole table
+            if value is None:
+                (count,) = con.execute("SELECT COUNT(*) FROM Cache").fetchone()
         finally:
             con.close()
         return self._verify_format(mode, value, count)
