@@ -32,7 +32,7 @@ from . import _pool, _serde
 from ._calls import Call, substitute
 from ._channel import Channel, get_channel
 from ._context import CallInfo
-from ._worker import Outcome, execute, fresh_copy, rebuild_exception, run_batch
+from ._worker import Outcome, add_note, execute, fresh_copy, rebuild_exception, run_batch
 from .errors import StoreError, WorkerCrashedError
 
 __all__ = ["Scheduler", "get_scheduler"]
@@ -108,15 +108,26 @@ class Scheduler:
             except queue.Empty:
                 message = None
             while message is not None:
-                self._handle(message)
+                self._guarded(self._handle, message)
                 try:
                     message = inbox.get_nowait()
                 except queue.Empty:
                     message = None
-            self._take_channel()
-            self._fire_timers()
-            self._commit_and_resolve()
-            self._dispatch()
+            self._guarded(self._take_channel)
+            self._guarded(self._fire_timers)
+            self._guarded(self._commit_and_resolve)
+            self._guarded(self._dispatch)
+
+    def _guarded(self, step: Callable[..., None], *args: Any) -> None:
+        """Run one step; a bug in it must not kill the thread every run depends on."""
+        try:
+            step(*args)
+        except BaseException:  # pragma: no cover - reaching here is a procflow bug
+            import sys
+            import traceback
+
+            print("procflow: internal error in the scheduler (please report):", file=sys.stderr)
+            traceback.print_exc()
 
     def _handle(self, message: tuple[Any, ...]) -> None:
         kind = message[0]
@@ -195,7 +206,12 @@ class Scheduler:
             call.args = substitute(call.args, values)
             call.kwargs = substitute(call.kwargs, values)
             call.deps = []
-        cached = call.run.cache.lookup(call)
+        try:
+            cached = call.run.cache.lookup(call)
+        except Exception as exc:  # a key_func that raised or returned no str
+            add_note(exc, f"in the cache key of task {call.task.name!r}")
+            self._drop(call, exc)
+            return
         if cached is not None:
             if not _mark_running(call):
                 self._drop(call, None)
@@ -343,9 +359,11 @@ class Scheduler:
             or task.max_concurrency is not None
         ):
             return batch
-        fair_share = -(-len(self._ready) // (2 * pool.max_workers))
+        # Never more than an even share of what is queued (this call included) per
+        # dispatch slot, so that no worker sits idle while another holds the queue.
+        fair_share = -(-(len(self._ready) + 1) // (2 * pool.max_workers))
         size = min(MAX_BATCH, max(1, int(TARGET_BATCH_SECONDS / max(stats.mean, 1e-6))))
-        size = min(size, fair_share + 1)
+        size = min(size, fair_share)
         ready = self._ready
         while len(batch) < size and ready and ready[0].task is task and ready[0].run is first.run:
             call = ready.popleft()
