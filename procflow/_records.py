@@ -110,7 +110,48 @@ def claim_run(
                 f"run {run_id!r} is already running in this process (another thread); "
                 "wait for it or use another run_id"
             )
-    record = store.get_run(run_id)
+    finished = False
+
+    def decide(record: dict[str, Any] | None) -> dict[str, Any]:
+        nonlocal finished
+        finished = False
+        record = _decide(
+            record,
+            run_id,
+            store,
+            entrypoint=entrypoint,
+            target=target,
+            input_plain=input_plain,
+            resume_value=resume_value,
+            has_resume_value=has_resume_value,
+        )
+        if record.get("status") == "succeeded":
+            finished = True
+        else:
+            record["owner"] = _owner()
+        return record
+
+    # Read and write in one transaction: two processes taking over the same dead run
+    # cannot both win.
+    record = store.update_run(run_id, decide)
+    if not finished:
+        with _stores_lock:
+            _live.add(live_key)
+    return record, finished
+
+
+def _decide(
+    record: dict[str, Any] | None,
+    run_id: str,
+    store: Store,
+    *,
+    entrypoint: str,
+    target: str,
+    input_plain: Any,
+    resume_value: Any,
+    has_resume_value: bool,
+) -> dict[str, Any]:
+    """The record to write for this invoke, or RunConflictError."""
     now = time.time()
     if record is None:
         if has_resume_value:
@@ -118,7 +159,7 @@ def claim_run(
                 f"run {run_id!r} does not exist in the store at {str(store.path)!r}, so there "
                 "is no interrupt to resume; start it without Command(resume=...)"
             )
-        record = {
+        return {
             "run_id": run_id,
             "entrypoint": entrypoint,
             "target": target,
@@ -131,44 +172,44 @@ def claim_run(
             "resume_values": [],
             "attempts": 1,
         }
-    else:
-        if record.get("entrypoint") != entrypoint:
-            raise RunConflictError(
-                f"run {run_id!r} belongs to entrypoint {record.get('entrypoint')!r}, not "
-                f"{entrypoint!r}; use another run_id"
-            )
-        if not has_resume_value and _keys.canonical_json(
-            record.get("input")
-        ) != _keys.canonical_json(input_plain):
-            raise RunConflictError(
-                f"run {run_id!r} was started with input {record.get('input')!r}, not "
-                f"{input_plain!r}; resume it with the same input or use another run_id"
-            )
-        status = record.get("status")
-        if status == "succeeded":
-            return record, True
-        if status == "running" and owner_alive(record.get("owner")):
-            raise RunConflictError(
-                f"run {run_id!r} is being run now by process {record['owner'].get('pid')} "
-                f"on {record['owner'].get('host')!r}; wait for it, or stop that process"
-            )
-        waiting = status == "interrupted" and record.get("reason") == "interrupt"
+    if record.get("entrypoint") != entrypoint:
+        raise RunConflictError(
+            f"run {run_id!r} belongs to entrypoint {record.get('entrypoint')!r}, not "
+            f"{entrypoint!r}; use another run_id"
+        )
+    if not has_resume_value and _keys.canonical_json(record.get("input")) != _keys.canonical_json(
+        input_plain
+    ):
+        raise RunConflictError(
+            f"run {run_id!r} was started with input {record.get('input')!r}, not "
+            f"{input_plain!r}; resume it with the same input or use another run_id"
+        )
+    status = record.get("status")
+    if status == "succeeded":
         if has_resume_value:
-            if not waiting:
-                raise RunConflictError(
-                    f"run {run_id!r} is {status!r}, not waiting at an interrupt, so "
-                    "Command(resume=...) has nothing to answer; invoke it without a Command"
-                )
-            record["resume_values"] = [*record.get("resume_values", []), resume_value]
-        record["status"] = "running"
-        record["reason"] = None
-        record["attempts"] = int(record.get("attempts", 1)) + 1
-        record["resumed_at"] = now
-    record["owner"] = _owner()
-    store.put_run(record)
-    with _stores_lock:
-        _live.add(live_key)
-    return record, False
+            raise RunConflictError(
+                f"run {run_id!r} already succeeded, so Command(resume=...) has nothing to "
+                "answer; invoke it without a Command to get its result"
+            )
+        return record
+    if status == "running" and owner_alive(record.get("owner")):
+        raise RunConflictError(
+            f"run {run_id!r} is being run now by process {record['owner'].get('pid')} "
+            f"on {record['owner'].get('host')!r}; wait for it, or stop that process"
+        )
+    waiting = status == "interrupted" and record.get("reason") == "interrupt"
+    if has_resume_value:
+        if not waiting:
+            raise RunConflictError(
+                f"run {run_id!r} is {status!r}, not waiting at an interrupt, so "
+                "Command(resume=...) has nothing to answer; invoke it without a Command"
+            )
+        record["resume_values"] = [*record.get("resume_values", []), resume_value]
+    record["status"] = "running"
+    record["reason"] = None
+    record["attempts"] = int(record.get("attempts", 1)) + 1
+    record["resumed_at"] = now
+    return record
 
 
 def release_run(store: Store, run_id: str) -> None:

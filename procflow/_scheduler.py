@@ -298,13 +298,11 @@ class Scheduler:
     # -- dispatch to the process pool ----------------------------------------------------
     def _dispatch(self) -> None:
         while self._ready:
-            head = self._ready[0]
-            pool = head.run.pool()
-            # One dispatch per worker keeps calls in our queue, where cancel() and a
-            # stopping run can still reach them; a second one queued per worker only
-            # for calls measured to be short, where the round trip would idle workers.
-            depth = 2 if self._is_short(head.task.name) else 1
-            if self._inflight_for(pool) >= depth * pool.max_workers:
+            pool = self._ready[0].run.pool()
+            # One dispatch per worker: the rest stays in our queue, where cancel() and a
+            # failing body can still reach it (API.md: cancel is true before dispatch).
+            # Short calls are batched instead, so the round trip idles workers little.
+            if self._inflight_for(pool) >= pool.max_workers:
                 return
             batch = self._take_batch(pool)
             if not batch:
@@ -339,10 +337,6 @@ class Scheduler:
 
     def _inflight_for(self, pool: _pool.Pool) -> int:
         return sum(1 for p, _ in self._inflight.values() if p is pool)
-
-    def _is_short(self, task_name: str) -> bool:
-        stats = self._stats.get(task_name)
-        return stats is not None and stats.mean is not None and stats.mean <= SHORT_CALL_SECONDS
 
     def _take_batch(self, pool: _pool.Pool) -> list[Call]:
         first = self._ready.popleft()

@@ -24,7 +24,7 @@ import re
 import sqlite3
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -270,6 +270,28 @@ class Store:
             self._c.set(_RECORD + run_id, _dumps(record), tag=_RUN_TAG + run_id)
         except _DB_ERRORS as exc:
             raise self._error(f"saving the record of run {run_id!r}", exc) from exc
+
+    def update_run(
+        self,
+        run_id: str,
+        decide: Callable[[dict[str, Any] | None], dict[str, Any]],
+    ) -> dict[str, Any]:
+        """Read a run's record and write ``decide(record)`` in one transaction.
+
+        Two processes taking over the same dead run cannot both win: the second one's
+        ``decide`` sees the first one's record. ``decide`` may raise to write nothing.
+        """
+        key = _RECORD + run_id
+        cache = self._c
+        try:
+            with cache.transact():
+                text = self._get(key)
+                current = None if text is None else self._parse(key, text, dict)
+                record = decide(current)
+                cache.set(key, _dumps(record), tag=_RUN_TAG + _run_id_of(record))
+        except _DB_ERRORS as exc:
+            raise self._error(f"updating the record of run {run_id!r}", exc) from exc
+        return record
 
     def list_runs(self) -> list[dict[str, Any]]:
         """Every run record, by ``started_at`` (records without one last)."""

@@ -1,0 +1,130 @@
+"""Where calls run: process pool, threads, inline, an event loop, nested in a worker;
+and how the pool's workers are set up (initializer, thread caps)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import core_tasks as ct
+import pytest
+
+from procflow import entrypoint
+
+T = 30
+
+
+def test_thread_executor_runs_in_driver_threads_concurrently(tmp_path: Path) -> None:
+    d = str(tmp_path)
+
+    @entrypoint(checkpointer=False, max_workers=1)
+    def main() -> list[Any]:
+        who = ct.whoami_thread("t").result(timeout=T)
+        a, b = ct.rendezvous_thread(d, "a", "b"), ct.rendezvous_thread(d, "b", "a")
+        return [who, a.result(timeout=T), b.result(timeout=T)]
+
+    who, (pid_a, ident_a), (pid_b, ident_b) = main.invoke()
+    assert who[1] == os.getpid()
+    assert who[3] is False  # not the main thread
+    assert pid_a == pid_b == os.getpid()
+    assert ident_a != ident_b
+
+
+def test_inline_executor_runs_in_the_driver_process() -> None:
+    @entrypoint(checkpointer=False, max_workers=1)
+    def main() -> list[Any]:
+        return [ct.whoami_inline("i").result(timeout=T), ct.whoami("p").result(timeout=T)]
+
+    inline, process = main.invoke()
+    assert inline[1] == os.getpid()
+    assert process[1] != os.getpid()
+
+
+@pytest.mark.parametrize("executor", ["thread", "inline"])
+def test_the_entrypoint_executor_is_the_default_for_tasks(executor: str) -> None:
+    @entrypoint(checkpointer=False, max_workers=1, executor=executor)
+    def main() -> list[Any]:
+        return [ct.unannotated_whoami("x").result(timeout=T), ct.whoami("y").result(timeout=T)]
+
+    unset, process_default = main.invoke()
+    assert unset[1] == os.getpid()
+    assert process_default[1] == os.getpid()  # a task without executor= follows the run's
+
+
+def test_async_tasks_run_concurrently_in_the_driver_from_a_sync_body(tmp_path: Path) -> None:
+    d = str(tmp_path)
+
+    @entrypoint(checkpointer=False, max_workers=1)
+    def main() -> list[Any]:
+        a, b = ct.arendezvous(d, "a", "b"), ct.arendezvous(d, "b", "a")
+        return [a.result(timeout=T), b.result(timeout=T), ct.asquare(5).result(timeout=T)]
+
+    (pid_a, thread_a), (pid_b, thread_b), value = main.invoke()
+    assert pid_a == pid_b == os.getpid()
+    assert thread_a == thread_b  # one event loop
+    assert value == 25
+
+
+def test_async_tasks_run_concurrently_in_an_async_body(tmp_path: Path) -> None:
+    d = str(tmp_path)
+
+    @entrypoint(checkpointer=False, max_workers=1)
+    async def main() -> list[Any]:
+        a, b = ct.arendezvous(d, "a", "b"), ct.arendezvous(d, "b", "a")
+        return [await a, await b]
+
+    (pid_a, _), (pid_b, _) = main.invoke()
+    assert pid_a == pid_b == os.getpid()
+
+
+def test_a_nested_task_call_runs_in_the_same_worker_and_is_done_at_once() -> None:
+    @entrypoint(checkpointer=False, max_workers=2)
+    def main() -> list[Any]:
+        return ct.outer(3).result(timeout=T)
+
+    outer_pid, inner_pid, done_at_once, nested_value = main.invoke()
+    assert outer_pid != os.getpid()
+    assert inner_pid == outer_pid
+    assert done_at_once is True
+    assert nested_value == 9
+
+
+def test_initializer_runs_in_each_worker(tmp_path: Path) -> None:
+    d = str(tmp_path)
+    markers = tmp_path / "markers"
+    markers.mkdir()
+
+    @entrypoint(
+        checkpointer=False,
+        max_workers=2,
+        initializer=ct.write_init_marker,
+        initargs=(str(markers), "initialised"),
+    )
+    def main() -> list[int]:
+        a, b = ct.rendezvous(d, "a", "b"), ct.rendezvous(d, "b", "a")
+        return [a.result(timeout=T), b.result(timeout=T)]
+
+    pids = main.invoke()
+    assert len(set(pids)) == 2
+    for pid in pids:
+        assert (markers / f"init-{pid}").read_text() == "initialised"
+    assert not (markers / f"init-{os.getpid()}").exists()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_workers_cap_native_threads_at_cores_per_worker(
+    workers: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from loky import cpu_count
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+
+    @entrypoint(checkpointer=False, max_workers=workers)
+    def main() -> dict[str, Any]:
+        return ct.thread_env().result(timeout=T)
+
+    seen = main.invoke()
+    assert seen["pid"] != os.getpid()
+    assert seen["OMP_NUM_THREADS"] == str(max(1, int(cpu_count()) // workers))
+    assert "OMP_NUM_THREADS" not in os.environ  # the driver's own environment is untouched

@@ -1,0 +1,116 @@
+"""Errors raised by tasks, across the process boundary (API.md sections 2 and 7)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import core_tasks as ct
+from core_tasks import read_log, touch, wait_for_file
+
+import procflow
+from procflow import entrypoint
+
+T = 30
+
+
+def _notes(exc: BaseException) -> list[str]:
+    return list(getattr(exc, "__notes__", []))
+
+
+def test_a_task_exception_keeps_its_type_with_note_and_remote_traceback(tmp_path: Path) -> None:
+    seen: list[BaseException] = []
+
+    @entrypoint(checkpointer=tmp_path / "store", max_workers=2)
+    def main() -> None:
+        fut = ct.fail("remote message")
+        try:
+            fut.result(timeout=T)
+        except ct.CustomError as exc:
+            seen.append(exc)
+
+    main.invoke(run_id="errors-run")
+    [exc] = seen
+    assert type(exc) is ct.CustomError
+    assert exc.args == ("remote message",)
+    notes = _notes(exc)
+    assert any("core_tasks.fail" in n and "attempt" in n and "1" in n for n in notes), notes
+    cause = exc.__cause__
+    assert cause is not None
+    text = str(cause)
+    assert "Traceback" in text
+    assert "CustomError: remote message" in text
+    assert "in fail" in text  # the worker's frame
+
+
+def test_thread_and_inline_task_exceptions_keep_their_type() -> None:
+    seen: list[BaseException | None] = []
+
+    @entrypoint(checkpointer=False)
+    def main() -> None:
+        seen.append(ct.fail_in_thread("in a thread").exception(timeout=T))
+        seen.append(ct.fail_inline("inline").exception(timeout=T))
+
+    main.invoke()
+    threaded, inline = seen
+    assert type(threaded) is ct.CustomError and str(threaded) == "in a thread"
+    assert type(inline) is ct.CustomError and str(inline) == "inline"
+    assert any("core_tasks.fail_in_thread" in n for n in _notes(threaded))
+    assert any("core_tasks.fail_inline" in n for n in _notes(inline))
+
+
+def test_an_exception_that_cannot_cross_becomes_task_error_and_the_pool_survives(
+    tmp_path: Path,
+) -> None:
+    d = str(tmp_path)
+    out: dict[str, Any] = {}
+
+    @entrypoint(checkpointer=False, max_workers=2)
+    def main() -> None:
+        # both workers, by pid
+        before = [ct.rendezvous(d, "a1", "b1"), ct.rendezvous(d, "b1", "a1")]
+        out["before"] = {f.result(timeout=T) for f in before}
+        # one worker busy with a call in flight, the other runs the failing call
+        neighbour = ct.gated(d, "n", "neighbour")
+        assert wait_for_file(tmp_path / "started-n")
+        bad = ct.fail_two_arg(7)
+        out["error"] = bad.exception(timeout=T)
+        others = ct.square.map(range(10))
+        touch(tmp_path / "gate-n")
+        out["neighbour"] = neighbour.result(timeout=T)
+        out["others"] = [f.result(timeout=T) for f in others]
+        after = [ct.rendezvous(d, "a2", "b2"), ct.rendezvous(d, "b2", "a2")]
+        out["after"] = {f.result(timeout=T) for f in after}
+
+    main.invoke()
+    exc = out["error"]
+    assert isinstance(exc, procflow.TaskError)
+    assert exc.type_name == "TwoArgError"
+    assert "code 7: needs two arguments" in str(exc)
+    assert "TwoArgError" in exc.remote_traceback
+    assert any("core_tasks.fail_two_arg" in n for n in _notes(exc))
+    assert out["neighbour"] == "neighbour"
+    assert out["others"] == [i * i for i in range(10)]
+    assert len(out["before"]) == 2
+    assert out["after"] == out["before"]  # the same two workers: the pool did not break
+
+
+def test_sys_exit_in_a_task_is_a_task_error_not_retried_and_the_driver_lives_on(
+    tmp_path: Path,
+) -> None:
+    log = str(tmp_path / "exit.log")
+    seen: list[Any] = []
+
+    @entrypoint(checkpointer=False, max_workers=2)
+    def main() -> int:
+        seen.append(ct.exits(log, 3).exception(timeout=T))
+        seen.append(ct.raises_keyboard_interrupt().exception(timeout=T))
+        return ct.square(4).result(timeout=T)  # the pool still works
+
+    assert main.invoke() == 16
+    exit_error, interrupt_error = seen
+    assert isinstance(exit_error, procflow.TaskError)
+    assert exit_error.type_name == "SystemExit"
+    assert read_log(log) == ["exit"]  # its RetryPolicy never retries SystemExit
+    assert isinstance(interrupt_error, procflow.TaskError)
+    assert interrupt_error.type_name == "KeyboardInterrupt"

@@ -1,0 +1,165 @@
+"""Values are JSON (API.md section 3), checked on the real pool."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import threading
+from pathlib import Path
+from typing import Any
+
+import core_tasks as ct
+import pytest
+from core_tasks import Box, Color, Point, read_log
+
+import procflow
+from procflow import entrypoint
+
+T = 30
+
+
+def test_a_set_result_is_not_serializable_and_not_retried(tmp_path: Path) -> None:
+    log = str(tmp_path / "executions.log")
+    seen: list[BaseException | None] = []
+
+    @entrypoint(checkpointer=tmp_path / "store", max_workers=2)
+    def main() -> None:
+        seen.append(ct.returns_set(log).exception(timeout=T))
+
+    main.invoke()
+    [exc] = seen
+    assert isinstance(exc, procflow.NotSerializableError)
+    message = str(exc)
+    assert "result['rows'][3]" in message
+    assert "set" in message
+    assert "core_tasks.returns_set" in message
+    assert read_log(log) == ["executed"]  # the RetryPolicy did not retry it
+
+
+def test_a_non_json_argument_fails_at_the_call_and_dispatches_nothing(tmp_path: Path) -> None:
+    log = str(tmp_path / "lock.log")
+    seen: list[BaseException] = []
+
+    @entrypoint(checkpointer=False, max_workers=2)
+    def main() -> str:
+        with pytest.raises(procflow.NotSerializableError) as info:
+            ct.use_lock(threading.Lock())
+        seen.append(info.value)
+        with pytest.raises(procflow.NotSerializableError) as info:
+            ct.logged(log, {"ok": [1, 2], "bad": {1, 2}})
+        seen.append(info.value)
+        return "caught"
+
+    assert main.invoke() == "caught"
+    lock_error, set_error = seen
+    assert "core_tasks.use_lock" in str(lock_error)
+    assert "args[0]" in str(lock_error)
+    assert "Lock" in str(lock_error)
+    assert "core_tasks.logged" in str(set_error)
+    assert "args[1]['bad']" in str(set_error)
+    assert read_log(log) == []
+
+
+def test_a_non_json_input_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    ran: list[Any] = []
+
+    @entrypoint(checkpointer=tmp_path / "store", max_workers=2)
+    def main(x: Any) -> Any:
+        ran.append(x)
+        return ct.square(2).result(timeout=T)
+
+    with pytest.raises(procflow.NotSerializableError, match="input"):
+        main.invoke({"values": {1, 2}})
+    with pytest.raises(procflow.NotSerializableError):
+        main.invoke(threading.Lock())
+    assert ran == []
+    assert main.invoke({"values": [1, 2]}) == 4
+
+
+def test_annotated_types_round_trip_across_the_process_boundary() -> None:
+    got: list[Any] = []
+    when = dt.datetime(2024, 2, 28, 12, 30, tzinfo=dt.timezone.utc)
+
+    @entrypoint(checkpointer=False, max_workers=2)
+    def main() -> None:
+        futures = [
+            ct.move(Point(x=1, y=2)),
+            ct.grow(Box(label="b", size=1.5)),
+            ct.next_day(when),
+            ct.other_color(Color.RED),
+            ct.swap((7, "seven")),
+        ]
+        got.extend(f.result(timeout=T) for f in futures)
+
+    main.invoke()
+    point, box, day, color, pair = got
+    assert type(point) is Point and point == Point(x=2, y=3)
+    assert type(box) is Box and box == Box(label="b!", size=3.0)
+    assert type(day) is dt.datetime and day == when + dt.timedelta(days=1)
+    assert color is Color.GREEN
+    assert type(pair) is tuple and pair == ("seven", 7)
+
+
+def test_an_annotated_entrypoint_input_and_result_round_trip() -> None:
+    @entrypoint(checkpointer=False, max_workers=2)
+    def main(p: Point) -> Point:
+        assert type(p) is Point
+        return ct.move(p).result(timeout=T)
+
+    result = main.invoke(Point(x=0, y=5))
+    assert type(result) is Point and result == Point(x=1, y=6)
+
+
+def test_validation_is_strict_no_coercion() -> None:
+    seen: list[BaseException] = []
+
+    @entrypoint(checkpointer=False, max_workers=2)
+    def main() -> int:
+        for bad in ("1", 1.5, None):
+            with pytest.raises(procflow.NotSerializableError) as info:
+                ct.inc(bad)
+            seen.append(info.value)
+        return ct.inc(1).result(timeout=T)
+
+    assert main.invoke() == 2
+    assert all("core_tasks.inc" in str(e) and "args[0]" in str(e) for e in seen)
+
+
+def test_a_task_receives_a_copy_of_its_arguments() -> None:
+    caller_list = [1, 2]
+    caller_dict = {"k": "v"}
+    got: list[Any] = []
+
+    @entrypoint(checkpointer=False)
+    def main() -> None:
+        got.append(ct.mutate(caller_list, caller_dict).result(timeout=T))
+
+    main.invoke()
+    assert got == [[1, 2, "added by the task"]]
+    assert caller_list == [1, 2]
+    assert caller_dict == {"k": "v"}
+
+
+def test_a_future_yields_the_json_round_trip() -> None:
+    got: list[Any] = []
+
+    @entrypoint(checkpointer=False, max_workers=2)
+    def main() -> None:
+        got.append(ct.as_tuple().result(timeout=T))
+        got.append(ct.nan_result().result(timeout=T))
+        got.append(ct.describe([1], (2, 3), {}).result(timeout=T))
+
+    main.invoke()
+    tuple_value, nan_value, described = got
+    assert tuple_value == [1, "a"] and type(tuple_value) is list
+    assert isinstance(nan_value, float) and math.isnan(nan_value)
+    assert described == [[1], [2, 3], {}, "list"]  # the task saw a list, too
+
+
+def test_a_non_json_entrypoint_result_fails_the_run(tmp_path: Path) -> None:
+    @entrypoint(checkpointer=tmp_path / "store")
+    def main() -> Any:
+        return {1, 2}
+
+    with pytest.raises(procflow.NotSerializableError, match="result"):
+        main.invoke()
