@@ -24,6 +24,7 @@ __all__ = [
     "CallInfo",
     "Command",
     "Entrypoint",
+    "Event",
     "Interrupted",
     "NotSerializableError",
     "OutsideRunError",
@@ -60,6 +61,7 @@ _WHERE = {
     "current_call": "._context",
     "Command": "._entrypoint",
     "Entrypoint": "._entrypoint",
+    "Event": "._events",
     "entrypoint": "._entrypoint",
     "interrupt": "._entrypoint",
     "Task": "._task",
@@ -93,6 +95,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:
     from ._context import CallInfo, current_call
     from ._entrypoint import Command, Entrypoint, entrypoint, interrupt
+    from ._events import Event
     from ._futures import (
         ALL_COMPLETED,
         FIRST_COMPLETED,

@@ -74,6 +74,7 @@ class Scheduler:
         self._tokens = itertools.count(1)
         self._dispatched: dict[int, Call] = {}  # token -> call sent to the process pool
         self._local: dict[int, Call] = {}  # token -> thread, async or inline call running
+        self._overdue: dict[int, Call] = {}  # token -> thread call failed at its deadline
         self._channel: Channel | None = None
         self._thread = threading.Thread(target=self._loop, name="procflow-scheduler", daemon=True)
         self._thread.start()
@@ -273,17 +274,23 @@ class Scheduler:
         self.post("local", token, fut.result())
 
     def _on_local_outcome(self, token: int, outcome: Outcome) -> None:
-        call = self._local.pop(token, None)
-        if call is None:
-            return  # it already failed at its deadline; this late outcome is dropped
-        self._release(call)
-        self._on_outcome(call, outcome)
-
-    def _local_deadline(self, token: int) -> None:
-        """A thread call ran past its timeout: it fails now; its thread runs on."""
+        overdue = self._overdue.pop(token, None)
+        if overdue is not None:
+            # It already failed at its deadline; its thread has only now returned, which
+            # frees its max_concurrency slot. The late outcome is dropped.
+            self._release(overdue)
+            return
         call = self._local.pop(token, None)
         if call is not None:
             self._release(call)
+            self._on_outcome(call, outcome)
+
+    def _local_deadline(self, token: int) -> None:
+        """A thread call ran past its timeout: it fails now; its thread runs on, and
+        keeps its max_concurrency slot until it returns."""
+        call = self._local.pop(token, None)
+        if call is not None:
+            self._overdue[token] = call
             self._fail_attempt(call, _timeout_error(call, stopped=False), os.getpid())
 
     def _drop(self, call: Call, exc: BaseException | None) -> None:

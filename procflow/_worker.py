@@ -210,24 +210,55 @@ def run_batch(specs: list[CallSpec], store_path: str | None = None) -> list[tupl
     pid = os.getpid()
     tail = _capture_output()
     unsent: list[tuple[int, Outcome]] = []
-    sent = worker_send(("step", pid, None, None, specs[0][0]))
-    for index, (token, call_id, payload, args_text, attempt, run_id, retry_policy) in enumerate(
-        specs
-    ):
-        task = _task_cache.get(payload)
-        if task is None:
-            task = pickle.loads(payload)
-            _task_cache[payload] = task
-        args, kwargs = split_args(_serde.loads(args_text))
+    sent = True
+    finished: tuple[int, Outcome] | None = None  # reported with the next call's start
+    for token, call_id, payload, args_text, attempt, run_id, retry_policy in specs:
+        info = CallInfo(run_id=run_id, call_id=call_id, attempt=attempt, task="?")
+        try:
+            # Load before announcing the start: importing the task's module in a fresh
+            # worker must not count against the call's timeout.
+            task = _task_cache.get(payload)
+            if task is None:
+                task = pickle.loads(payload)
+                _task_cache[payload] = task
+            args, kwargs = split_args(_serde.loads(args_text))
+        except BaseException as exc:
+            outcome: Outcome = (call_id, False, error_envelope(exc, None), {"pid": pid})
+            sent = _report(sent, pid, finished, token, unsent)
+            finished = (token, outcome)
+            continue
         info = CallInfo(run_id=run_id, call_id=call_id, attempt=attempt, task=task.name)
+        sent = _report(sent, pid, finished, token, unsent)
         tail.take()
         outcome = execute(task, args, kwargs, info, retry_policy)
         if not outcome[1]:
             outcome[2]["output"] = tail.take()
-        next_token = specs[index + 1][0] if index + 1 < len(specs) else None
-        if not sent or not worker_send(("step", pid, token, outcome, next_token)):
-            unsent.append((token, outcome))
+        finished = (token, outcome)
+    _report(sent, pid, finished, None, unsent)
     return unsent
+
+
+def _report(
+    sent: bool,
+    pid: int,
+    finished: tuple[int, Outcome] | None,
+    next_token: int | None,
+    unsent: list[tuple[int, Outcome]],
+) -> bool:
+    """One step message: the previous call's outcome and the next call's start."""
+    if sent and worker_send(
+        (
+            "step",
+            pid,
+            finished[0] if finished else None,
+            finished[1] if finished else None,
+            next_token,
+        )
+    ):
+        return True
+    if finished is not None:
+        unsent.append(finished)
+    return False
 
 
 def split_args(loaded: Any) -> tuple[list[Any], dict[str, Any]]:

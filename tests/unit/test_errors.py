@@ -29,6 +29,7 @@ PUBLIC_NAMES = [
     "CallInfo",
     "Command",
     "Entrypoint",
+    "Event",
     "Interrupted",
     "NotSerializableError",
     "OutsideRunError",

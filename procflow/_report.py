@@ -1,0 +1,611 @@
+"""What happened in a run, worked out from its record and checkpoint entries.
+
+Pure functions over the JSON a store holds (no store access, no clock except where a
+``now`` is passed), used by ``procflow runs / show / report``, and the text and
+self-contained HTML renderings of ``procflow report``.
+
+Figures (``analyze``):
+
+- work: the sum of every attempt's duration (cached hits take none);
+- span: the longest chain through the dependency graph of the entries' ``deps``, where
+  a call's earliest finish is its own duration (all its attempts) plus the latest
+  earliest finish of its dependencies. Waits in the body (``fut.result()`` before
+  making a call) leave no edge, so the span is a lower bound of the wall time;
+- wall: ``ended_at - started_at`` (or the last attempt's end minus the first start);
+  for a resumed run, the idle time between the sessions is left out;
+- achieved speedup work / wall; best possible on W workers work / max(span, work / W),
+  where W is the record's ``max_workers`` when it has one, else the most attempts that
+  ran at once (not the number of distinct worker pids: after a worker crash loky
+  replaces every worker of the pool, so a 4-worker run can show 8 pids).
+
+A run that was resumed has entries from its earlier session(s): an entry all of whose
+attempts ended before the record's ``resumed_at`` was committed then, and a successful
+one is shown as ``replayed`` (its value is what the last session got back without
+executing). Entries carry no session number, so with several resumes every session but
+the last counts as "earlier".
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "OUTCOMES",
+    "Analysis",
+    "Bar",
+    "Call",
+    "analyze",
+    "call_json",
+    "call_row",
+    "call_status",
+    "critical_path",
+    "failure_text",
+    "fmt_seconds",
+    "fmt_time",
+    "merge_calls",
+    "parse_duration",
+    "peak_concurrency",
+    "record_fields",
+    "render_html",
+    "render_text",
+    "summarize_run",
+]
+
+OUTCOMES = ("ok", "retried", "failed", "crashed", "cached", "replayed")
+COLOURS = {
+    "ok": "#43a047",
+    "retried": "#fb8c00",
+    "failed": "#e53935",
+    "crashed": "#8e24aa",
+    "cached": "#29b6f6",
+    "replayed": "#b0bec5",
+}
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+@dataclass
+class Bar:
+    """One attempt on the timeline."""
+
+    lane: str
+    call: str
+    task: str
+    attempt: int
+    start: float
+    end: float
+    outcome: str
+    error: str | None = None
+    start_known: bool = True
+
+
+@dataclass
+class Call:
+    """Everything the run's entries say about one call id (several entries after resumes)."""
+
+    call: str
+    task: str
+    status: str = "ok"
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+    deps: list[str] = field(default_factory=list)
+    cached: bool = False
+    earlier: bool = False
+    error: dict[str, Any] | None = None
+
+    @property
+    def duration(self) -> float:
+        return sum(_seconds(a) for a in self.attempts)
+
+    @property
+    def pid(self) -> int | None:
+        pid = self.attempts[-1].get("pid") if self.attempts else None
+        return pid if isinstance(pid, int) else None
+
+    @property
+    def output(self) -> str | None:
+        found = [a["output"] for a in self.attempts if isinstance(a.get("output"), str)]
+        return found[-1] if found else None
+
+
+@dataclass
+class Analysis:
+    record: dict[str, Any]
+    calls: list[Call]
+    bars: list[Bar]
+    work: float
+    span: float
+    path: list[Call]
+    wall: float
+    gap: float
+    workers: int
+    workers_from: str
+    segments: list[tuple[float, float]]
+    counts: dict[str, int]
+
+    @property
+    def speedup(self) -> float | None:
+        return self.work / self.wall if self.wall > 0 else None
+
+    @property
+    def best(self) -> float | None:
+        bound = max(self.span, self.work / self.workers if self.workers else self.work)
+        return self.work / bound if bound > 0 else None
+
+
+def _num(value: Any) -> float | None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return float(value) if ok else None
+
+
+def _seconds(attempt: dict[str, Any]) -> float:
+    start, end = attempt.get("start"), attempt.get("end")
+    if not isinstance(start, (int, float)) or not isinstance(end, (int, float)):
+        return 0.0
+    return max(0.0, float(end) - float(start))
+
+
+def _is_earlier(entry: dict[str, Any], resumed_at: float | None) -> bool:
+    ends = [a.get("end") for a in entry.get("attempts") or []]
+    if resumed_at is None or not ends:
+        return False
+    return all(isinstance(e, (int, float)) and e < resumed_at for e in ends)
+
+
+def _outcome(entry: dict[str, Any], i: int, attempt: dict[str, Any], earlier: bool) -> str:
+    if attempt.get("error") or attempt.get("kind"):
+        if attempt.get("kind") == "crash":
+            return "crashed"
+        last = i == len(entry.get("attempts") or []) - 1
+        return "failed" if last and entry.get("status") == "error" else "retried"
+    if attempt.get("cached") or entry.get("cached"):
+        return "cached"
+    return "replayed" if earlier else "ok"
+
+
+def merge_calls(
+    entries: list[dict[str, Any]], resumed_at: float | None = None
+) -> tuple[list[Call], list[Bar]]:
+    """One ``Call`` per call id (first-seen order, last entry's status) and every bar."""
+    calls: dict[str, Call] = {}
+    bars: list[Bar] = []
+    for entry in entries:
+        cid, attempts = str(entry.get("call")), entry.get("attempts") or []
+        call = calls.setdefault(cid, Call(cid, str(entry.get("task"))))
+        earlier = _is_earlier(entry, resumed_at)
+        call.status = "error" if entry.get("status") == "error" else "ok"
+        call.error = entry.get("error") if call.status == "error" else None
+        call.cached, call.earlier = bool(entry.get("cached")), earlier
+        call.deps = list(entry.get("deps") or call.deps)
+        call.attempts.extend(attempts)
+        for i, a in enumerate(attempts):
+            outcome = _outcome(entry, i, a, earlier)
+            pid = a.get("pid")
+            lane = f"pid {pid}" if pid is not None else "cache" if outcome == "cached" else "?"
+            end = a.get("end") if isinstance(a.get("end"), (int, float)) else a.get("start")
+            if not isinstance(end, (int, float)):
+                continue  # no time at all: nothing to draw
+            start = a.get("start") if isinstance(a.get("start"), (int, float)) else end
+            bars.append(
+                Bar(
+                    lane,
+                    cid,
+                    call.task,
+                    int(a.get("attempt") or i + 1),
+                    float(start),
+                    float(end),
+                    outcome,
+                    a.get("error"),
+                    isinstance(a.get("start"), (int, float)),
+                )
+            )
+    return list(calls.values()), bars
+
+
+def critical_path(calls: list[Call]) -> tuple[float, list[Call]]:
+    """The span (longest chain of call durations along ``deps``) and that chain."""
+    by_id = {c.call: c for c in calls}
+    finish: dict[str, float] = {}
+    via: dict[str, str | None] = {}
+    visiting: set[str] = set()
+    for root in by_id:
+        stack = [root]
+        while stack:  # iterative depth-first: runs of 100,000 calls have deep chains
+            cid = stack[-1]
+            if cid in finish:
+                stack.pop()
+                continue
+            deps = [d for d in by_id[cid].deps if d in by_id and d != cid]
+            if cid not in visiting:
+                visiting.add(cid)
+                pending = [d for d in deps if d not in finish and d not in visiting]
+                if pending:  # a dependency still visiting is a cycle: ignored
+                    stack.extend(pending)
+                    continue
+            stack.pop()
+            best = max((d for d in deps if d in finish), key=finish.__getitem__, default=None)
+            finish[cid] = by_id[cid].duration + (finish[best] if best is not None else 0.0)
+            via[cid] = best
+    if not finish:
+        return 0.0, []
+    node: str | None = max(finish, key=finish.__getitem__)
+    span = finish[node] if node is not None else 0.0
+    chain: list[Call] = []
+    while node is not None:
+        chain.append(by_id[node])
+        node = via.get(node)
+    return span, chain[::-1]
+
+
+def peak_concurrency(bars: list[Bar]) -> int:
+    """The most attempts that ran at once (at least 1); cache hits take no worker."""
+    edges = sorted(
+        (t, step)
+        for b in bars
+        if b.start_known and b.end > b.start and b.outcome != "cached"
+        for t, step in ((b.start, 1), (b.end, -1))
+    )  # at equal times an end (-1) sorts before a start
+    running = peak = 0
+    for _, step in edges:
+        running += step
+        peak = max(peak, running)
+    return max(1, peak)
+
+
+def analyze(record: dict[str, Any], entries: list[dict[str, Any]]) -> Analysis:
+    resumed_at = _num(record.get("resumed_at"))
+    calls, bars = merge_calls(entries, resumed_at)
+    span, path = critical_path(calls)
+    work = sum(c.duration for c in calls)
+    counts = {o: sum(1 for b in bars if b.outcome == o) for o in OUTCOMES}
+    starts = [b.start for b in bars]
+    ends = [b.end for b in bars]
+    began = _num(record.get("started_at"))
+    began = began if began is not None else min(starts, default=None)
+    ended = _num(record.get("ended_at"))
+    ended = ended if ended is not None else max(ends, default=None)
+    wall = gap = 0.0
+    segments: list[tuple[float, float]] = []
+    if began is not None and ended is not None:
+        t0, t1 = min([began, *starts]), max([ended, *ends])
+        before = [b.end for b in bars if resumed_at is not None and b.end < resumed_at]
+        after = [b.start for b in bars if resumed_at is not None and b.end >= resumed_at]
+        if resumed_at is not None and resumed_at > t0:
+            first_end = max(before, default=t0)
+            second = min([resumed_at, *after])
+            gap = max(0.0, second - first_end)
+            segments = [(t0, first_end), (second, t1)] if gap > 0 else [(t0, t1)]
+        else:
+            segments = [(t0, t1)]
+        wall = max(0.0, ended - began - gap)
+    max_workers = record.get("max_workers")
+    if isinstance(max_workers, int) and max_workers > 0:
+        workers, workers_from = max_workers, "max_workers"
+    else:  # not distinct pids: a worker crash makes loky replace the whole pool
+        workers, workers_from = peak_concurrency(bars), "the most attempts running at once"
+    return Analysis(
+        record, calls, bars, work, span, path, wall, gap, workers, workers_from, segments, counts
+    )
+
+
+def summarize_run(
+    record: dict[str, Any], entries: list[dict[str, Any]], now: float
+) -> dict[str, Any]:
+    """The figures of the ``runs`` listing: calls, failed calls, duration."""
+    calls, _ = merge_calls(entries)
+    started, ended = record.get("started_at"), record.get("ended_at")
+    if isinstance(started, (int, float)):
+        duration: float | None = (ended if isinstance(ended, (int, float)) else now) - started
+    else:
+        duration = None
+    failed = sum(1 for c in calls if c.status == "error")
+    return {"tasks": len(calls), "failed": failed, "duration": duration}
+
+
+def call_json(c: Call) -> dict[str, Any]:
+    """A call as ``show --json`` prints it."""
+    return {
+        "call": c.call,
+        "task": c.task,
+        "status": call_status(c),
+        "attempts": c.attempts,
+        "duration": c.duration,
+        "pid": c.pid,
+        "deps": c.deps,
+        "error": c.error,
+    }
+
+
+def call_status(c: Call) -> str:
+    if c.status == "error":
+        return "failed"
+    return "cached" if c.cached else "replayed" if c.earlier else "ok"
+
+
+def call_row(c: Call) -> tuple[str, ...]:
+    """task, call, status, attempts, duration, pid, error: a row of ``show``."""
+    error = (c.attempts[-1].get("error") if c.attempts else None) or ""
+    pid = str(c.pid) if c.pid is not None else "-"
+    attempts = str(len(c.attempts))
+    return (c.task, c.call[:8], call_status(c), attempts, fmt_seconds(c.duration), pid, error[:80])
+
+
+def _tail(text: str, lines: int) -> str:
+    return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+def failure_text(c: Call) -> str:
+    """A failed call's error, traceback tail and output tail (when an attempt kept one)."""
+    error = c.error or {}
+    parts = [f"{error.get('type')}: {error.get('message')}"]
+    if error.get("traceback"):
+        parts.append(_tail(str(error["traceback"]), 12))
+    if c.output:
+        parts.append("output (tail):\n" + _tail(c.output, 20))
+    return "\n".join(parts)
+
+
+def record_fields(record: dict[str, Any], status: str) -> list[tuple[str, str]]:
+    """The record's fields as ``show`` lists them."""
+    started, ended = record.get("started_at"), record.get("ended_at")
+    took = (ended or time.time()) - started if isinstance(started, (int, float)) else None
+    fields = [
+        ("run", str(record.get("run_id"))),
+        ("entrypoint", str(record.get("entrypoint"))),
+        ("status", status),
+        ("target", str(record.get("target"))),
+        ("cwd", str(record.get("cwd"))),
+        ("input", json.dumps(record.get("input"))[:300]),
+        ("started", fmt_time(started)),
+        ("ended", fmt_time(ended)),
+        ("duration", fmt_seconds(took)),
+        ("sessions", str(record.get("attempts", 1))),
+    ]
+    if "result" in record:
+        fields.append(("result", json.dumps(record["result"])[:300]))
+    error = record.get("error")
+    if isinstance(error, dict) and record.get("status") == "failed":
+        fields.append(("error", f"{error.get('type')}: {error.get('message')}"))
+    if record.get("reason") == "interrupt" and record.get("status") == "interrupted":
+        fields.append(("waiting", json.dumps(record.get("interrupt_value"))[:300]))
+    return fields
+
+
+# -- formatting ----------------------------------------------------------------------------
+
+
+def parse_duration(text: str) -> float:
+    """``30s``, ``10m``, ``2h``, ``7d``, ``1w`` (or a bare number of seconds) in seconds."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", text.lower())
+    if not match:
+        raise ValueError(f"{text!r} is not a duration like 30s, 10m, 2h or 7d")
+    return float(match[1]) * _UNITS[match[2] or "s"]
+
+
+def fmt_seconds(seconds: float | None) -> str:
+    if seconds is None or math.isnan(seconds):
+        return "-"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
+    if seconds < 60:
+        return f"{seconds:.2f}s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours}h{minutes:02d}m"
+    days, hours = divmod(hours, 24)
+    return f"{days}d{hours:02d}h"
+
+
+def fmt_time(stamp: Any) -> str:
+    if not isinstance(stamp, (int, float)):
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp))
+
+
+def _ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
+def _short(call: str) -> str:
+    return call[:8]
+
+
+def _task_rows(a: Analysis) -> list[tuple[str, int, int, float, float]]:
+    """(task, calls, failed, total seconds, longest call), longest total first."""
+    rows: dict[str, tuple[str, int, int, float, float]] = {}
+    for c in a.calls:
+        _, n, failed, total, longest = rows.get(c.task, (c.task, 0, 0, 0.0, 0.0))
+        failed += c.status == "error"
+        rows[c.task] = (c.task, n + 1, failed, total + c.duration, max(longest, c.duration))
+    return sorted(rows.values(), key=lambda r: -r[3])
+
+
+def _figures(a: Analysis) -> list[tuple[str, str, str]]:
+    w = f"{a.workers} ({a.workers_from})"
+    gap = f", leaving out {fmt_seconds(a.gap)} idle between sessions" if a.gap else ""
+    return [
+        ("work", fmt_seconds(a.work), "sum of attempt durations"),
+        ("wall", fmt_seconds(a.wall), f"first start to end{gap}"),
+        ("span", fmt_seconds(a.span), "critical path through deps: a lower bound on wall"),
+        ("workers", w, ""),
+        ("speedup", _ratio(a.speedup), "achieved: work / wall"),
+        ("best", _ratio(a.best), f"possible on {a.workers} workers: work / max(span, work/W)"),
+    ]
+
+
+def render_text(a: Analysis) -> str:
+    r = a.record
+    lines = [
+        f"run {r.get('run_id')}  {r.get('entrypoint')}  {r.get('status')}"
+        f"  (started {fmt_time(r.get('started_at'))})"
+    ]
+    if isinstance(r.get("error"), dict) and r.get("status") == "failed":
+        lines.append(f"error: {r['error'].get('type')}: {r['error'].get('message')}")
+    failed = sum(1 for c in a.calls if c.status == "error")
+    counts = ", ".join(f"{n} {o}" for o, n in a.counts.items() if n)
+    lines.append(f"calls    {len(a.calls)} ({failed} failed); attempts {len(a.bars)}: {counts}")
+    lines += [f"{k:<8} {v:<10} {why}".rstrip() for k, v, why in _figures(a)]
+    if a.path:
+        lines.append(f"critical path ({len(a.path)} calls, {fmt_seconds(a.span)}):")
+        for c in a.path[:20]:
+            lines.append(f"  {fmt_seconds(c.duration):>8}  {c.task}  call {_short(c.call)}")
+        if len(a.path) > 20:
+            lines.append(f"  ... {len(a.path) - 20} more")
+    rows = _task_rows(a)
+    wide = max([len(r[0]) for r in rows[:15]] + [4])
+    lines.append(f"  {'task':<{wide}}  {'calls':>6}  {'failed':>6}  {'total':>8}  {'longest':>8}")
+    for task, n, nfail, total, longest in rows[:15]:
+        times = f"{fmt_seconds(total):>8}  {fmt_seconds(longest):>8}"
+        lines.append(f"  {task:<{wide}}  {n:>6}  {nfail:>6}  {times}")
+    if len(rows) > 15:
+        lines.append(f"  ... {len(rows) - 15} more tasks")
+    return "\n".join(lines)
+
+
+# -- HTML ----------------------------------------------------------------------------------
+
+_CSS = """
+body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#222;background:#fff}
+h1{font-size:20px;margin:0 0 4px}h2{font-size:16px;margin:22px 0 6px}
+table{border-collapse:collapse}td,th{padding:2px 10px 2px 0;text-align:left;vertical-align:top}
+th{color:#555;font-weight:600}.num{text-align:right}.muted{color:#777}
+.legend span{display:inline-block;margin-right:14px}
+.legend i{display:inline-block;width:12px;height:12px;margin-right:4px;vertical-align:-1px}
+svg text{font:11px system-ui,sans-serif;fill:#333}
+.lane-bg{fill:#f5f5f5}.bar{stroke:none}.bar.crit{stroke:#000;stroke-width:1.5}
+.bar:hover{opacity:.75}.axis{stroke:#999}.break{fill:#fff;stroke:#999;stroke-dasharray:3 2}
+pre{background:#f7f7f7;padding:8px;overflow:auto;max-height:240px;font-size:12px}
+"""
+
+
+def _e(text: Any) -> str:
+    """HTML-escaped, with "//" written as entities: the file holds no URL of any kind."""
+    return html.escape(str(text)).replace("/", "&#47;")
+
+
+def _ticks(length: float, count: int = 6) -> list[float]:
+    if length <= 0:
+        return [0.0]
+    raw = length / count
+    power = 10 ** math.floor(math.log10(raw))
+    step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
+    return [i * step for i in range(int(length / step) + 1)]
+
+
+def _svg(a: Analysis, width: int = 1100) -> str:
+    label_w, lane_h, top, break_w = 90, 22, 24, 40
+    lanes = sorted(
+        {b.lane for b in a.bars}, key=lambda ln: min(b.start for b in a.bars if b.lane == ln)
+    )
+    active = sum(hi - lo for lo, hi in a.segments) or 1e-9
+    plot_w = width - label_w - 10 - break_w * (len(a.segments) - 1)
+    scale = plot_w / active
+
+    def x(t: float) -> float:
+        offset = float(label_w)
+        for lo, hi in a.segments:
+            if t <= hi or (lo, hi) == a.segments[-1]:
+                return offset + max(0.0, min(t, hi) - lo) * scale
+            offset += (hi - lo) * scale + break_w
+        return offset
+
+    height = top + lane_h * max(1, len(lanes)) + 8
+    out = [f'<svg class="timeline" width="{width}" height="{height}" role="img">']
+    for i, lo_hi in enumerate(a.segments):
+        lo, hi = lo_hi
+        name = "session 1" if i == 0 and len(a.segments) > 1 else "resumed" if i else ""
+        out.append(f'<text x="{x(lo):.1f}" y="10">{name}</text>' if name else "")
+        for tick in _ticks(hi - lo):
+            tx = x(lo + tick)
+            if tx > x(hi) - 36 and tick:
+                continue  # no label running into the next segment or off the edge
+            out.append(
+                f'<line class="axis" x1="{tx:.1f}" x2="{tx:.1f}" y1="14" y2="{height - 6}"/>'
+            )
+            label = fmt_seconds(tick) if tick else "0"
+            out.append(f'<text x="{tx + 2:.1f}" y="22">{label}</text>')
+        if i:
+            bx = x(lo) - break_w
+            out.append(
+                f'<rect class="break" x="{bx:.1f}" y="14" width="{break_w - 2}" '
+                f'height="{height - 20}"><title>idle {fmt_seconds(a.gap)}</title></rect>'
+            )
+    crit = {c.call for c in a.path}
+    for i, lane in enumerate(lanes):
+        y = top + i * lane_h
+        out.append(f'<g class="lane" data-lane="{_e(lane)}">')
+        out.append(
+            f'<rect class="lane-bg" x="{label_w}" y="{y + 2}" width="{width - label_w - 10}"'
+            f' height="{lane_h - 4}"/><text x="4" y="{y + 15}">{_e(lane)}</text>'
+        )
+        for b in (b for b in a.bars if b.lane == lane):
+            x0, x1 = x(b.start), x(b.end)
+            title = (
+                f"{b.task} · call {_short(b.call)} · attempt {b.attempt} · {b.outcome} · "
+                f"{fmt_seconds(b.end - b.start) if b.start_known else 'start unknown'}"
+            )
+            if b.error:
+                title += f"\n{b.error}"
+            cls = f"bar {b.outcome}" + (" crit" if b.call in crit else "")
+            out.append(
+                f'<rect class="{cls}" data-call="{_e(b.call)}" data-attempt="{b.attempt}" '
+                f'x="{x0:.1f}" y="{y + 4}" width="{max(2.0, x1 - x0):.1f}" height="{lane_h - 8}" '
+                f'fill="{COLOURS[b.outcome]}"><title>{_e(title)}</title></rect>'
+            )
+        out.append("</g>")
+    out.append("</svg>")
+    return "\n".join(s for s in out if s)
+
+
+def render_html(a: Analysis) -> str:
+    """One self-contained page: inline CSS and SVG, no script, no external reference."""
+    r = a.record
+    head = f"{r.get('run_id')} · {r.get('entrypoint')} · {r.get('status')}"
+    rows = "".join(
+        f"<tr><th>{_e(k)}</th><td>{_e(v)}</td><td class=muted>{_e(why)}</td></tr>"
+        for k, v, why in _figures(a)
+    )
+    legend = "".join(
+        f'<span><i style="background:{COLOURS[o]}"></i>{o} ({a.counts[o]})</span>' for o in OUTCOMES
+    )
+    path = "".join(
+        f"<tr><td class=num>{fmt_seconds(c.duration)}</td><td>{_e(c.task)}</td>"
+        f"<td class=muted>{_short(c.call)}</td></tr>"
+        for c in a.path[:200]
+    )
+    tasks = "".join(
+        f"<tr><td>{_e(t)}</td><td class=num>{n}</td><td class=num>{f}</td>"
+        f"<td class=num>{fmt_seconds(tot)}</td><td class=num>{fmt_seconds(mx)}</td></tr>"
+        for t, n, f, tot, mx in _task_rows(a)
+    )
+    failures = "".join(
+        f"<h3>{_e(c.task)} <span class=muted>call {_short(c.call)}</span></h3>"
+        f"<pre>{_e(failure_text(c))}</pre>"
+        for c in [c for c in a.calls if c.status == "error"][:50]
+    )
+    error = r.get("error") if r.get("status") == "failed" else None
+    error = error if isinstance(error, dict) else None
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>procflow report {_e(r.get("run_id"))}</title>
+<style>{_CSS}</style></head><body>
+<h1>procflow run {_e(head)}</h1>
+<p class=muted>started {fmt_time(r.get("started_at"))} · ended {fmt_time(r.get("ended_at"))} ·
+{len(a.calls)} calls · {len(a.bars)} attempts · target {_e(r.get("target"))}</p>
+{f"<p><b>error</b>: {_e(error.get('type'))}: {_e(error.get('message'))}</p>" if error else ""}
+<table class="figures">{rows}</table>
+<h2>Timeline</h2><p class=legend>{legend} <span class=muted>outlined: critical path;
+hover a bar for details</span></p>
+{_svg(a)}
+<h2>Critical path ({fmt_seconds(a.span)})</h2><table>{path}</table>
+<h2>Tasks</h2><table><tr><th>task</th><th>calls</th><th>failed</th><th>total</th>
+<th>longest</th></tr>{tasks}</table>
+{"<h2>Failed calls</h2>" + failures if failures else ""}
+</body></html>
+"""
