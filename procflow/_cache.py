@@ -89,21 +89,26 @@ class ResultCache:
     def policy_for(self, call: Call) -> CachePolicy | None:
         return call.task.cache_policy or call.run.cache_policy
 
-    def lookup(self, call: Call) -> str | None:
-        """The cached JSON text for this call, or None; remembers the key on a miss."""
+    def wants(self, call: Call) -> bool:
+        """Whether the call is cached; if so its key is computed and kept on the call."""
         policy = self.policy_for(call)
         if policy is None:
-            return None
-        key = cache_key(call.task, policy, call.args, call.kwargs)
+            return False
+        call.cache_key = cache_key(call.task, policy, call.args, call.kwargs)
+        return True
+
+    def lookup_many(self, calls: list[Call]) -> dict[str, str]:
+        """Cache key -> JSON text for the calls that hit (one store query)."""
+        keys = [call.cache_key for call in calls if call.cache_key is not None]
         now = self.clock()
-        text = (
-            self.store.cache_get(key, now=now)
-            if self.store is not None
-            else memory_cache.get(key, now)
-        )
-        if text is None:
-            call.cache_key = key
-        return text
+        if self.store is not None:
+            return self.store.cache_get_many(keys, now=now)
+        found = {}
+        for key in keys:
+            text = memory_cache.get(key, now)
+            if text is not None:
+                found[key] = text
+        return found
 
     def entry_for(self, call: Call, value: str) -> CacheEntry | None:
         """The entry to write for a call that executed and succeeded, if it is cached."""

@@ -45,22 +45,19 @@ class UsageError(TargetError):
     """A malformed target or argument (CLI exit status 2)."""
 
 
-TargetFormatError = UsageError
-
-
 _FORMS = "module:entrypoint or path/to/file.py:entrypoint"
 
 
 def parse_target(target: str) -> tuple[str, str, bool]:
-    """``(module or path, qualname, is_file)``; raises ``TargetFormatError``."""
+    """``(module or path, qualname, is_file)``; raises ``UsageError``."""
     where, colon, qualname = target.rpartition(":")
     if not colon or not where or not qualname:
-        raise TargetFormatError(f"target {target!r} is not of the form {_FORMS}")
+        raise UsageError(f"target {target!r} is not of the form {_FORMS}")
     if not all(part.isidentifier() for part in qualname.split(".")):
-        raise TargetFormatError(f"target {target!r}: {qualname!r} is not a Python name")
+        raise UsageError(f"target {target!r}: {qualname!r} is not a Python name")
     is_file = where.endswith(".py") or "/" in where or os.sep in where
     if not is_file and not all(part.isidentifier() for part in where.split(".")):
-        raise TargetFormatError(f"target {target!r}: {where!r} is neither a module nor a .py file")
+        raise UsageError(f"target {target!r}: {where!r} is neither a module nor a .py file")
     return where, qualname, is_file
 
 

@@ -450,7 +450,8 @@ def render_text(a: Analysis) -> str:
         lines.append(f"error: {r['error'].get('type')}: {r['error'].get('message')}")
     failed = sum(1 for c in a.calls if c.status == "error")
     counts = ", ".join(f"{n} {o}" for o, n in a.counts.items() if n)
-    lines.append(f"calls    {len(a.calls)} ({failed} failed); attempts {len(a.bars)}: {counts}")
+    counts = f": {counts}" if counts else ""
+    lines.append(f"calls    {len(a.calls)} ({failed} failed); attempts {len(a.bars)}{counts}")
     lines += [f"{k:<8} {v:<10} {why}".rstrip() for k, v, why in _figures(a)]
     if a.path:
         lines.append(f"critical path ({len(a.path)} calls, {fmt_seconds(a.span)}):")
@@ -459,6 +460,8 @@ def render_text(a: Analysis) -> str:
         if len(a.path) > 20:
             lines.append(f"  ... {len(a.path) - 20} more")
     rows = _task_rows(a)
+    if not rows:
+        return "\n".join(lines)
     wide = max([len(r[0]) for r in rows[:15]] + [4])
     lines.append(f"  {'task':<{wide}}  {'calls':>6}  {'failed':>6}  {'total':>8}  {'longest':>8}")
     for task, n, nfail, total, longest in rows[:15]:

@@ -75,6 +75,7 @@ class Scheduler:
         self._dispatched: dict[int, Call] = {}  # token -> call sent to the process pool
         self._local: dict[int, Call] = {}  # token -> thread, async or inline call running
         self._overdue: dict[int, Call] = {}  # token -> thread call failed at its deadline
+        self._cache_queue: list[Call] = []  # ready calls with a cache policy, to look up
         self._channel: Channel | None = None
         self._thread = threading.Thread(target=self._loop, name="procflow-scheduler", daemon=True)
         self._thread.start()
@@ -116,7 +117,13 @@ class Scheduler:
                     message = None
             self._guarded(self._take_channel)
             self._guarded(self._fire_timers)
-            self._guarded(self._commit_and_resolve)
+            # Resolving futures makes dependents ready, which may hit the cache or run
+            # inline: keep going until nothing is left to look up or commit.
+            while True:
+                self._guarded(self._lookup_cached)
+                self._guarded(self._commit_and_resolve)
+                if not self._cache_queue and not self._to_commit:
+                    break
             self._guarded(self._dispatch)
 
     def _guarded(self, step: Callable[..., None], *args: Any) -> None:
@@ -208,21 +215,44 @@ class Scheduler:
             call.kwargs = substitute(call.kwargs, values)
             call.deps = []
         try:
-            cached = call.run.cache.lookup(call)
+            cached = call.run.cache.wants(call)
         except Exception as exc:  # a key_func that raised or returned no str
             add_note(exc, f"in the cache key of task {call.task.name!r}")
             self._drop(call, exc)
             return
-        if cached is not None:
-            if not _mark_running(call):
-                self._drop(call, None)
-                return
-            now = time.time()
-            meta = {"pid": None, "start": now, "end": now, "cpu": 0.0, "cached": True}
-            call.attempts.append(dict(meta, attempt=call.attempt))
-            self._to_commit.append((call, True, cached, meta))
+        if cached:
+            self._cache_queue.append(call)  # looked up together, one query
+        else:
+            self._start(call)
+
+    def _lookup_cached(self) -> None:
+        """Look up every queued cacheable call at once; hits are committed, misses run."""
+        if not self._cache_queue:
             return
-        self._start(call)
+        queued, self._cache_queue = self._cache_queue, []
+        by_run: dict[int, list[Call]] = {}
+        for call in queued:
+            by_run.setdefault(id(call.run), []).append(call)
+        for calls in by_run.values():
+            try:
+                hits = calls[0].run.cache.lookup_many(calls)
+            except StoreError as exc:
+                for call in calls:
+                    self._drop(call, exc)
+                continue
+            now = time.time()
+            for call in calls:
+                text = hits.get(call.cache_key or "")
+                if text is None:
+                    self._start(call)
+                    continue
+                if not _mark_running(call):
+                    self._drop(call, None)
+                    continue
+                call.cache_key = None  # a hit: nothing new to store
+                meta = {"pid": None, "start": now, "end": now, "cpu": 0.0, "cached": True}
+                call.attempts.append(dict(meta, attempt=call.attempt))
+                self._to_commit.append((call, True, text, meta))
 
     def _start(self, call: Call) -> None:
         """Hand a ready call to its executor (or to the process pool's ready queue)."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import enum
 import inspect
 import json
+import sys
 import typing
 from typing import Any, Final
 
@@ -280,7 +281,8 @@ class _PydanticCodec(Codec):
 
         self._invalid = pydantic.ValidationError
         try:
-            self._adapter = pydantic.TypeAdapter(self.annotation)  # type: ignore[arg-type]
+            annotation = _modern_typeddicts(self.annotation)
+            self._adapter = pydantic.TypeAdapter(annotation)
         except (pydantic.PydanticUserError, pydantic.PydanticUndefinedAnnotation, TypeError):
             # pydantic cannot handle this annotation (an arbitrary class, typing's
             # TypedDict before 3.12...): the plain rules apply, and still refuse
@@ -386,6 +388,43 @@ def codec_for(annotation: object) -> Codec:
     codec = _make(annotation)
     _CODECS[annotation] = codec
     return codec
+
+
+def _modern_typeddicts(annotation: Any) -> Any:
+    """``annotation`` with typing.TypedDict classes rebuilt as typing_extensions ones.
+
+    Before Python 3.12 pydantic refuses ``typing.TypedDict`` (it cannot read which keys
+    are required); users write it anyway, so it is converted rather than left
+    unvalidated. Containers, unions and Optional are rebuilt around converted members.
+    """
+    if sys.version_info >= (3, 12):
+        return annotation
+    import typing_extensions
+
+    if typing.is_typeddict(annotation) and type(annotation).__module__ == "typing":
+        hints = typing.get_type_hints(annotation, include_extras=True)
+        required = getattr(annotation, "__required_keys__", frozenset(hints))
+        fields = {
+            name: (
+                typing_extensions.Required[_modern_typeddicts(hint)]
+                if name in required
+                else typing_extensions.NotRequired[_modern_typeddicts(hint)]
+            )
+            for name, hint in hints.items()
+        }
+        return typing_extensions.TypedDict(annotation.__name__, fields)  # type: ignore[operator]
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is None or not args:
+        return annotation
+    converted = tuple(_modern_typeddicts(arg) for arg in args)
+    if converted == args:
+        return annotation
+    if origin is typing.Union:
+        return typing.Union[converted]  # noqa: UP007 - built at run time from a tuple
+    try:
+        return origin[converted]
+    except TypeError:
+        return annotation
 
 
 def _make(annotation: object) -> Codec:

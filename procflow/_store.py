@@ -408,6 +408,26 @@ class Store:
             return None
         return value
 
+    def cache_get_many(self, keys: Sequence[str], *, now: float) -> dict[str, str]:
+        """``cache_get`` for many keys in one query per 500 keys: the hits only."""
+        found: dict[str, str] = {}
+        cache = self._c
+        for start in range(0, len(keys), 500):
+            part = [_CACHE + key for key in keys[start : start + 500]]
+            marks = ",".join("?" * len(part))
+            sql = f"SELECT key, mode, filename, value FROM Cache WHERE raw = 1 AND key IN ({marks})"
+            try:
+                rows = cache._sql(sql, part).fetchall()
+            except _DB_ERRORS as exc:
+                raise self._error("reading the result cache", exc) from exc
+            for key, mode, filename, value in rows:
+                text = cache.disk.fetch(mode, filename, value, False)
+                stored_at, expires_at, cached = self._cache_fields(key, text)
+                if expires_at is not None and (now >= expires_at or stored_at > now):
+                    continue  # the same rules as cache_get
+                found[key[len(_CACHE) :]] = cached
+        return found
+
     def cache_clear(self, task: str | None = None) -> int:
         """Remove the cache entries of ``task`` (of every task when None); how many."""
         cache = self._c

@@ -81,6 +81,7 @@ class Task(Generic[P, R]):
         self._annotated: bool | None = None
         self._payload: bytes | None = None
         self._param_codecs: dict[str, _serde.Codec] | None = None
+        self._simple: tuple[list[_serde.Codec], int] | None = None
 
     # -- calling -----------------------------------------------------------------
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> TaskFuture[R]:
@@ -147,6 +148,13 @@ class Task(Generic[P, R]):
                 [plain.to_plain(a, f"args[{i}]", self.name) for i, a in enumerate(args)],
                 {k: plain.to_plain(v, f"kwargs[{k!r}]", self.name) for k, v in kwargs.items()},
             )
+        positional = self._positional_codecs(args, kwargs)
+        if positional is not None and not lenient:
+            # The common case (positional arguments only) without Signature.bind.
+            return [
+                codec.to_plain(a, f"args[{i}]", self.name)
+                for i, (a, codec) in enumerate(zip(args, positional, strict=False))
+            ], {}
         bound = self._bind(args, kwargs)
         codecs = self.param_codecs()
         out_args: list[Any] = []
@@ -175,6 +183,11 @@ class Task(Generic[P, R]):
         """The typed arguments for the function, from their JSON-shaped form."""
         if not self.annotated:
             return tuple(args), kwargs
+        positional = self._positional_codecs(args, kwargs)
+        if positional is not None:
+            return tuple(
+                codec.from_plain(a) for a, codec in zip(args, positional, strict=False)
+            ), {}
         bound = self._bind(tuple(args), kwargs)
         codecs = self.param_codecs()
         for pname, value in bound.arguments.items():
@@ -188,6 +201,30 @@ class Task(Generic[P, R]):
                 bound.arguments[pname] = codec.from_plain(value)
         return bound.args, bound.kwargs
 
+    def _positional_codecs(
+        self, args: tuple[Any, ...] | list[Any], kwargs: dict[str, Any]
+    ) -> list[_serde.Codec] | None:
+        """The codecs of the first parameters, when ``args`` fill them plainly (no
+        keywords, no ``*args``, no missing required one); None means: bind instead."""
+        if kwargs:
+            return None
+        if self._simple is None:
+            params = list(self.signature.parameters.values())
+            simple = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+            required = sum(
+                1
+                for p in params
+                if p.default is p.empty
+                and p.kind is not p.VAR_POSITIONAL
+                and p.kind is not p.VAR_KEYWORD
+            )
+            by_name = self.param_codecs()
+            self._simple = ([by_name[p.name] for p in simple], required)
+        leading, required = self._simple
+        if required <= len(args) <= len(leading):
+            return leading[: len(args)]
+        return None
+
     def _bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> inspect.BoundArguments:
         try:
             return self.signature.bind(*args, **kwargs)
@@ -197,9 +234,10 @@ class Task(Generic[P, R]):
     # -- pickling: by reference when importable, else by value (cloudpickle) -------
     def __reduce__(self) -> tuple[Any, ...]:
         module = getattr(self.fn, "__module__", None)
-        if module not in (None, "__main__", "__mp_main__") and _lookup(
-            module, self.fn.__qualname__
-        ) is self:
+        if (
+            module not in (None, "__main__", "__mp_main__")
+            and _lookup(module, self.fn.__qualname__) is self
+        ):
             return (_task_by_reference, (module, self.fn.__qualname__))
         return (
             _task_by_value,
