@@ -70,7 +70,7 @@ class Call:
         self.policy = policy
         self.attempt = 1
         self.pending = 0
-        self.started = 0.0
+        self.started = 0.0  # wall-clock start of the running attempt, once known
         self.token = 0  # this dispatch's number, which the worker's messages carry
         self.breaks = 0  # pool breaks this call was in flight for, culprit unknown
         self.cache_key: str | None = None  # set on a cache miss: store the result there

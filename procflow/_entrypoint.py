@@ -149,6 +149,21 @@ class Entrypoint(Generic[R]):
         self.__name__ = getattr(fn, "__name__", self.name)
         self.__doc__ = fn.__doc__
 
+    def input_from_plain(self, plain: Any, where: str = "input") -> Any:
+        """The typed input for a JSON-shaped value (the CLI's ``--input``), checked:
+        converted as JSON is (a dict becomes a model), then validated strictly."""
+        typed = self._input_codec.from_plain(plain, where)
+        self._input_codec.to_plain(typed, where, None)
+        return typed
+
+    def result_to_plain(self, value: Any) -> Any:
+        """The JSON-shaped form of a result of this entrypoint (for printing it)."""
+        return self._result_codec.to_plain(value, "result", None)
+
+    def input_to_typed(self, plain: Any) -> Any:
+        """A stored (already validated) input as the body receives it."""
+        return self._input_codec.from_plain(plain, "input")
+
     def __call__(self, input: Any = _NO_INPUT, **kwargs: Any) -> R:
         return self.invoke(input, **kwargs)
 
@@ -392,6 +407,7 @@ class _RunDriver(Generic[R]):
                 input_plain=input_plain,
                 resume_value=resume_plain,
                 has_resume_value=command is not None,
+                settings={"max_workers": max_workers or ep.max_workers or _usable_cores()},
             )
             self.record = record
             input_plain = record.get("input")
@@ -414,6 +430,8 @@ class _RunDriver(Generic[R]):
             rerun_changed=rerun_changed,
         )
         self.run.resume_values = resume_values
+        if self.record is not None:
+            self.run.session = int(self.record.get("attempts", 1))
         if store is not None and run_id is not None and record.get("attempts", 1) > 1:
             self.run.load_index(store.load_entries(run_id))
 
@@ -571,6 +589,12 @@ def _progress_for(
     bar = ProgressBar(driver.run_id)
     driver.add_listener(bar.on_event)
     return bar
+
+
+def _usable_cores() -> int:
+    from ._pool import usable_cores
+
+    return usable_cores()
 
 
 def _error_dict(exc: BaseException) -> dict[str, Any]:

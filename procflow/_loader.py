@@ -157,8 +157,7 @@ def input_args(ep: Any, text: str | None) -> tuple[Any, ...]:
     if not ep.takes_input:
         raise UsageError(f"entrypoint {ep.name!r} takes no input; drop --input")
     try:  # the plain JSON made into the annotated type (a model, a dataclass...), checked
-        typed = ep._input_codec.from_plain(value, "--input")
-        ep._input_codec.to_plain(typed, "--input")
+        typed = ep.input_from_plain(value, "--input")
         return (typed,)
     except Exception as exc:
         raise UsageError(f"--input does not fit entrypoint {ep.name!r}: {exc}") from exc
@@ -172,7 +171,7 @@ def resume_args(ep: Any, record: dict[str, Any], value: Any, has_value: bool) ->
         return (Command(resume=value),)
     if not ep.takes_input:
         return ()
-    return (ep._input_codec.from_plain(record.get("input"), "input"),)
+    return (ep.input_to_typed(record.get("input")),)
 
 
 @contextlib.contextmanager
@@ -247,7 +246,7 @@ def invoke(
     try:
         with stdout_to_stderr():
             result = ep.invoke(*args, run_id=run_id, **options)
-            plain = ep._result_codec.to_plain(result, "result")
+            plain = ep.result_to_plain(result)
     except Interrupted as exc:
         hint = f"run {exc.run_id} is waiting for a value: procflow resume {exc.run_id}{flag}"
         return Outcome(3, json.dumps(exc.value), f"{hint} --value JSON")

@@ -95,6 +95,7 @@ def claim_run(
     input_plain: Any,
     resume_value: Any,
     has_resume_value: bool,
+    settings: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], bool]:
     """Create the run's record, or take over an existing run to resume it.
 
@@ -129,6 +130,7 @@ def claim_run(
             finished = True
         else:
             record["owner"] = _owner()
+            record.update(settings or {})
         return record
 
     # Read and write in one transaction: two processes taking over the same dead run
@@ -207,6 +209,8 @@ def _decide(
         record["resume_values"] = [*record.get("resume_values", []), resume_value]
     record["status"] = "running"
     record["reason"] = None
+    for stale in ("error", "result", "interrupt_value", "ended_at"):
+        record.pop(stale, None)  # of the session that ended; this one has none yet
     record["attempts"] = int(record.get("attempts", 1)) + 1
     record["resumed_at"] = now
     return record

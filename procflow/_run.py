@@ -70,6 +70,7 @@ class Run:
         self.initializer = initializer
         self.initargs = initargs
         self.rerun_changed = rerun_changed
+        self.session = 1  # which invoke of this run this is (1, then 2 on a resume...)
         self.rng = random.random
         self.stopping = False
         self.cache = ResultCache(store)
@@ -222,6 +223,7 @@ class Run:
                 "fp": _keys.code_fingerprint(call.task.fn),
                 "status": "ok" if ok else "error",
                 "attempts": call.attempts,
+                "session": self.session,
             }
             if call.dep_ids:
                 entry["deps"] = call.dep_ids

@@ -155,6 +155,8 @@ class Scheduler:
         starts, outcomes = self._channel.take()
         for token, pid in starts:
             call = self._dispatched.get(token)
+            if call is not None:
+                call.started = time.time()
             if call is not None and call.run.listener is not None:
                 call.run.emit("task_started", call, pid=pid, attempt=call.attempt)
             if call is not None and call.task.timeout is not None:
@@ -266,6 +268,7 @@ class Scheduler:
         if not self._admit(call):
             return
         call.token = token = next(self._tokens)
+        call.started = time.time()
         self._local[token] = call
         info = CallInfo(call.run.run_id, call.call_id, call.attempt, call.task.name)
         args, kwargs = fresh_copy(call.args, call.kwargs)
@@ -345,9 +348,8 @@ class Scheduler:
             if not batch:
                 continue
             specs = []
-            now = time.monotonic()
             for call in batch:
-                call.started = now
+                call.started = 0.0
                 call.token = next(self._tokens)
                 self._dispatched[call.token] = call
                 specs.append(
@@ -509,7 +511,7 @@ class Scheduler:
             "retry": call.policy is not None and call.policy.matches(exc),
             "error": exc,
         }
-        meta = {"pid": pid, "start": None, "end": time.time(), "cpu": None}
+        meta = {"pid": pid, "start": call.started or None, "end": time.time(), "cpu": None}
         self._on_outcome(call, (call.call_id, False, envelope, meta))
 
     def _on_outcome(self, call: Call, outcome: Outcome) -> None:

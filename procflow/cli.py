@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from . import __version__, _loader, _report
+from . import __version__, _loader, _report, _report_html
 from ._records import default_store_path, open_store, owner_alive
 
 if TYPE_CHECKING:
@@ -256,7 +256,9 @@ def show(run_id: str, as_json: bool, limit: int, store_dir: str | None, debug: b
     """A run's record, its calls and the errors of failed calls."""
     store = _store(store_dir)
     record = _record(store, run_id)
-    calls, _ = _report.merge_calls(store.load_entries(run_id), record.get("resumed_at"))
+    calls, _ = _report.merge_calls(
+        store.load_entries(run_id), record.get("resumed_at"), record.get("attempts")
+    )
     if as_json:
         _echo_json({"run": record, "calls": [_report.call_json(c) for c in calls]})
         return
@@ -369,7 +371,7 @@ def report(run_id: str, html_file: str | None, store_dir: str | None, debug: boo
     click.echo(_report.render_text(analysis))
     if html_file:
         with open(html_file, "w", encoding="utf-8") as out:
-            out.write(_report.render_html(analysis))
+            out.write(_report_html.render_html(analysis))
         click.echo(f"wrote {html_file}", err=True)
 
 
