@@ -117,6 +117,9 @@ class Scheduler:
                     message = None
             self._guarded(self._take_channel)
             self._guarded(self._fire_timers)
+            # Workers freed by these outcomes get their next calls before the commit,
+            # so they compute while the outcomes are made durable.
+            self._guarded(self._dispatch)
             # Resolving futures makes dependents ready, which may hit the cache or run
             # inline: keep going until nothing is left to look up or commit.
             while True:
