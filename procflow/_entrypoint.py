@@ -139,6 +139,9 @@ class Entrypoint(Generic[R]):
                 "(use a dict or a model for several values) or none"
             )
         self.takes_input = bool(params)
+        self.input_default: Any = _NO_INPUT
+        if params and params[0].default is not inspect.Parameter.empty:
+            self.input_default = params[0].default
         hints = _hints(fn)
         self._input_codec = _serde.codec_for(
             hints.get(params[0].name, _serde.NO_ANNOTATION) if params else _serde.NO_ANNOTATION
@@ -384,9 +387,9 @@ class _RunDriver(Generic[R]):
         resume_values: list[Any] = []
         if command is None:
             if input is _NO_INPUT:
-                if ep.takes_input:
+                if ep.takes_input and ep.input_default is _NO_INPUT:
                     raise TypeError(f"entrypoint {ep.name!r} needs an input: invoke(value)")
-                input = None
+                input = None if ep.input_default is _NO_INPUT else ep.input_default
             elif not ep.takes_input:
                 raise TypeError(f"entrypoint {ep.name!r} takes no input; call invoke()")
             input_plain = ep._input_codec.to_plain(input, "input", None)

@@ -77,21 +77,30 @@ class Pool:
         )
         self.last_used = time.monotonic()
         self.users = 0
-        # Exit codes of the workers at the moment the pool broke (pid -> code, None for
-        # a worker still alive then): the dead one is the culprit. Taken in the first
-        # failed future's callback, which loky runs before it kills the other workers.
+        # The workers that had exited when the pool broke (pid -> exit code, None when
+        # not known yet): the culprits. Taken in the first failed future's callback,
+        # which loky runs before it kills the other workers.
         self.crash_exitcodes: dict[int, int | None] | None = None
+        self.culprits: dict[int, int] | None = None  # dispatch token -> pid, once known
         # pid -> dispatch token of a call whose worker we killed for its timeout.
         self.killed_for_timeout: dict[int, int] = {}
 
     def snapshot_crash(self) -> None:
+        """Note which workers had exited when the pool broke: pid -> exit code, None for
+        one still running. A worker whose exit is not yet reaped (its sentinel fired,
+        waitpid has no status yet) counts as exited, with its code if it comes soon."""
         if self.crash_exitcodes is not None:
             return
-        processes = getattr(self._executor, "_processes", None) or {}
+        from multiprocessing.connection import wait
+
+        processes = list((getattr(self._executor, "_processes", None) or {}).values())
+        exited = set(wait([p.sentinel for p in processes], timeout=0))
         snapshot: dict[int, int | None] = {}
-        for proc in list(processes.values()):
+        for proc in processes:
             try:
-                snapshot[proc.pid] = proc.exitcode
+                if proc.sentinel in exited or proc.exitcode is not None:
+                    proc.join(0.2)  # only the dead ones: their status arrives at once
+                    snapshot[proc.pid] = proc.exitcode
             except Exception:  # pragma: no cover - a process object mid-teardown
                 continue
         self.crash_exitcodes = snapshot

@@ -32,6 +32,20 @@ if TYPE_CHECKING:
 __all__ = ["Run"]
 
 
+def _user_stacklevel() -> int:
+    """The stacklevel that points a warning at the first frame outside procflow (the
+    user's ``invoke`` call), however deep inside procflow it is raised."""
+    import sys
+
+    frame = sys._getframe(1)
+    level = 1
+    package = __name__.rpartition(".")[0]
+    while frame is not None and frame.f_globals.get("__name__", "").startswith(package + "."):
+        frame = frame.f_back  # type: ignore[assignment]
+        level += 1
+    return level
+
+
 class _FaultHooks:
     """Private points where crash tests kill the driver (tests/scripts/): called with
     the number of entries in the group, right before and right after its commit."""
@@ -90,6 +104,10 @@ class Run:
         self._pool: Pool | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
+
+    @property
+    def name_for_messages(self) -> str:
+        return f"run {self.run_id!r}" if self.run_id else f"a run of {self.entrypoint!r}"
 
     @property
     def label(self) -> str:
@@ -158,23 +176,28 @@ class Run:
     def report_resume_mismatches(self) -> None:
         """Warn, naming the tasks, about checkpoints no call matched and changed code."""
         if self.changed_tasks:
-            action = "re-executed" if self.rerun_changed else "replayed their old results"
+            if self.rerun_changed:
+                what = "those calls were re-executed (rerun_changed=True)"
+            else:
+                what = (
+                    "those calls replayed their old results; pass rerun_changed=True to "
+                    "invoke to re-execute them"
+                )
             warnings.warn(
-                f"run {self.run_id!r}: the code of task(s) {sorted(self.changed_tasks)} "
-                f"changed since their calls were checkpointed; those calls {action} "
-                "(pass rerun_changed=True to invoke to re-execute them)",
+                f"{self.name_for_messages}: the code of task(s) {sorted(self.changed_tasks)} "
+                f"changed since their calls were checkpointed; {what}",
                 RuntimeWarning,
-                stacklevel=4,
+                stacklevel=_user_stacklevel(),
             )
         unused = [e for cid, e in self.index.items() if cid not in self.matched]
         if unused:
             names = sorted({e.get("task", "?") for e in unused})
             warnings.warn(
-                f"run {self.run_id!r}: {len(unused)} checkpointed call(s) of {names} were not "
+                f"{self.name_for_messages}: {len(unused)} checkpointed call(s) of {names} were not "
                 "made again on resume (their arguments changed, or the body took another "
                 "path); they were not reused",
                 RuntimeWarning,
-                stacklevel=4,
+                stacklevel=_user_stacklevel(),
             )
 
     def _replayable(self, task: Task[Any, Any], entry: dict[str, Any]) -> bool:
@@ -318,8 +341,8 @@ class Run:
         if failures:
             names = ", ".join(sorted({f.task_name for f in failures}))
             warnings.warn(
-                f"run {self.run_id!r}: {len(failures)} task call(s) failed and nobody "
+                f"{self.name_for_messages}: {len(failures)} task call(s) failed and nobody "
                 f"awaited them ({names}); their errors are recorded in the run",
                 RuntimeWarning,
-                stacklevel=3,
+                stacklevel=_user_stacklevel(),
             )

@@ -468,14 +468,18 @@ class Scheduler:
             _pool.replace_pool(pool)
             for _, call in batch:
                 call.run.forget_pool()
-        dead = {pid: code for pid, code in (pool.crash_exitcodes or {}).items() if code is not None}
-        culprits: dict[int, int] = {}  # token -> pid
-        if self._channel is not None:
-            for pid in dead:
-                token = self._channel.running_on(pid)
-                if token is not None:
-                    culprits[token] = pid
-            self._channel.forget(pool.worker_pids() + list(dead))
+        dead = pool.crash_exitcodes or {}
+        if pool.culprits is None:
+            # Worked out once per break: every batch of the broken pool fails, one
+            # after the other, and the channel forgets the dead workers after the first.
+            pool.culprits = {}
+            if self._channel is not None:
+                for pid in dead:
+                    token = self._channel.running_on(pid)
+                    if token is not None:
+                        pool.culprits[token] = pid
+                self._channel.forget(pool.worker_pids() + list(dead))
+        culprits = pool.culprits
         for token, call in batch:
             if self._dispatched.pop(token, None) is not call:
                 continue  # its outcome arrived before the break
@@ -695,6 +699,8 @@ def _crash_error(
             how = f"was killed by signal {-exitcode}"
     elif exitcode is not None:
         how = f"exited with code {exitcode}"
+    elif pid is not None:
+        how = "died (its exit status was not available)"
     else:
         how = "died (the culprit could not be told apart from its neighbours)"
     hint = (

@@ -84,7 +84,9 @@ class Task(Generic[P, R]):
         self._simple: tuple[list[_serde.Codec], int] | None = None
 
     # -- calling -----------------------------------------------------------------
-    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> TaskFuture[R]:
+    # Arguments are typed Any, not P.args: a future may stand for any argument (it is
+    # replaced by its value before the call runs), which P.args would refuse.
+    def __call__(self, *args: Any, **kwargs: Any) -> TaskFuture[R]:
         info = current_call_var.get()
         if info is not None:
             from ._worker import run_nested
@@ -105,7 +107,7 @@ class Task(Generic[P, R]):
         calls ``add(1, 10)`` and ``add(2, 20)``. Returns the futures, in order."""
         if not iterables:
             raise TypeError(f"task {self.name!r}.map() needs at least one iterable")
-        return [self(*items) for items in zip(*iterables, strict=False)]  # type: ignore[call-arg]
+        return [self(*items) for items in zip(*iterables, strict=False)]
 
     # -- argument handling ---------------------------------------------------------
     @property
