@@ -186,6 +186,7 @@ class Entrypoint(Generic[R]):
         max_workers: int | None = None,
     ) -> R:
         """Run the entrypoint to its end and return its validated result."""
+        self._refuse_nested()  # before the helper thread below, which has no context
         try:
             asyncio.get_running_loop()
         except RuntimeError:
@@ -326,6 +327,13 @@ class Entrypoint(Generic[R]):
         return await driver.adrive(self._run_body_async(driver))
 
     # -- internals ------------------------------------------------------------------------
+    def _refuse_nested(self) -> None:
+        if current_call_var.get() is not None or current_run_var.get() is not None:
+            raise ProcflowError(
+                f"entrypoint {self.name!r} was invoked inside another run; nested runs are "
+                "not supported: call its tasks directly, or run it from a separate process"
+            )
+
     def _driver(
         self,
         input: Any,
@@ -335,11 +343,7 @@ class Entrypoint(Generic[R]):
         store: Any,
         max_workers: int | None,
     ) -> _RunDriver[R]:
-        if current_call_var.get() is not None or current_run_var.get() is not None:
-            raise ProcflowError(
-                f"entrypoint {self.name!r} was invoked inside another run; nested runs are "
-                "not supported: call its tasks directly, or run it from a separate process"
-            )
+        self._refuse_nested()
         run_id = _run_id_from(run_id, config)
         command: Command | None = input if isinstance(input, Command) else None
         if command is not None and run_id is None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures as cf
-from collections.abc import Generator, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from typing import Any, Generic, TypeVar
 
 __all__ = [
@@ -49,6 +49,16 @@ class TaskFuture(cf.Future[T], Generic[T]):
         # Set when someone looked at the outcome; a failure nobody looked at is warned
         # about when the run ends.
         self.observed = False
+        # While the call waits in a worker's queue: takes it back (see _claims), True if
+        # it will never run. Cleared when a worker starts the call.
+        self.revoke: Callable[[], bool] | None = None
+
+    def cancel(self) -> bool:
+        """Cancel the call if it has not started: it then never runs."""
+        revoke = self.revoke
+        if revoke is not None and not revoke():
+            return False
+        return super().cancel()
 
     def result(self, timeout: float | None = None) -> T:
         self.observed = True

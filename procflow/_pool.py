@@ -62,6 +62,7 @@ class Pool:
         initializer: Callable[..., Any] | None = None,
         initargs: tuple[Any, ...] = (),
         channel: tuple[str, bytes] | None = None,
+        claims: str | None = None,
     ) -> None:
         from loky import ProcessPoolExecutor
 
@@ -72,7 +73,7 @@ class Pool:
             max_workers=max_workers,
             timeout=IDLE_SHUTDOWN_SECONDS,
             initializer=init_worker,
-            initargs=(os.getpid(), channel, initializer, initargs),
+            initargs=(os.getpid(), channel, claims, initializer, initargs),
             env=env,
         )
         self.last_used = time.monotonic()
@@ -159,6 +160,7 @@ def get_pool(
     initializer: Callable[..., Any] | None = None,
     initargs: tuple[Any, ...] = (),
     channel: tuple[str, bytes] | None = None,
+    claims: str | None = None,
 ) -> Pool:
     """The warm pool for these settings, started if needed; replaced if it broke."""
     workers = max_workers or usable_cores()
@@ -169,7 +171,7 @@ def get_pool(
         if pool is None or pool.broken:
             if pool is not None:
                 pool.shutdown(kill=True)
-            pool = Pool(workers, initializer, tuple(initargs), channel)
+            pool = Pool(workers, initializer, tuple(initargs), channel, claims)
             _pools[key] = pool
             global _atexit_registered
             if not _atexit_registered:

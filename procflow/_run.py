@@ -217,7 +217,11 @@ class Run:
             from ._pool import get_pool
 
             self._pool = get_pool(
-                self.max_workers, self.initializer, self.initargs, self.scheduler.channel_args()
+                self.max_workers,
+                self.initializer,
+                self.initargs,
+                self.scheduler.channel_args(),
+                self.scheduler.claims.path,
             )
         return self._pool
 

@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 from . import _serde
 from ._channel import connect_worker, worker_send
+from ._claims import attach as attach_claims
+from ._claims import claim
 from ._context import CallInfo, current_call_var
 from ._futures import TaskFuture
 from .errors import NotSerializableError, OutsideRunError, TaskError
@@ -228,6 +230,12 @@ def run_batch(specs: list[CallSpec], store_path: str | None = None) -> list[tupl
             finished = (token, outcome)
             continue
         info = CallInfo(run_id=run_id, call_id=call_id, attempt=attempt, task=task.name)
+        if not claim(token):  # cancelled while it waited in the queue: it never runs
+            revoked: Outcome = (call_id, False, {"kind": "revoked"}, {"pid": pid})
+            if finished is not None:
+                sent = _report(sent, pid, finished, None, unsent)
+            finished = (token, revoked)
+            continue
         sent = _report(sent, pid, finished, token, unsent)
         tail.take()
         outcome = execute(task, args, kwargs, info, retry_policy)
@@ -392,6 +400,7 @@ def add_note(exc: BaseException, note: str) -> None:
 def init_worker(
     parent_pid: int,
     channel: tuple[str, bytes] | None,
+    claims: str | None,
     initializer: Callable[..., Any] | None,
     initargs: tuple[Any, ...],
 ) -> None:
@@ -411,6 +420,7 @@ def init_worker(
     ).start()
     if channel is not None:
         connect_worker(*channel)
+    attach_claims(claims)
     if initializer is not None:
         initializer(*initargs)
 

@@ -1,0 +1,109 @@
+"""Claims: who gets a dispatched call first, the worker that starts it or a cancel().
+
+Each worker has one more call queued behind the one it runs (so it never idles waiting
+for the driver), yet API.md promises that ``cancel()`` succeeds until a call starts,
+and that then it never runs. So starting and cancelling race for the call, and exactly
+one may win: both sides flip the call's byte on a small shared board (a memory-mapped
+file) under an ``flock`` of that file. The kernel drops the lock of a process that dies,
+so a worker killed mid-claim cannot wedge the others (a shared multiprocessing lock
+could). States: 0 queued, 1 started by a worker, 2 revoked by the driver.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import fcntl
+import mmap
+import os
+import tempfile
+import threading
+
+__all__ = ["ClaimBoard", "attach", "claim"]
+
+SLOTS = 1 << 16  # dispatch tokens wrap around; far more than can be in flight at once
+QUEUED, STARTED, REVOKED = 0, 1, 2
+
+
+def _board_dir() -> str | None:
+    return "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+
+
+class ClaimBoard:
+    """The driver's side: reset a slot at dispatch, revoke it on cancel."""
+
+    def __init__(self) -> None:
+        fd, self.path = tempfile.mkstemp(prefix="procflow-claims-", dir=_board_dir())
+        os.ftruncate(fd, SLOTS)
+        self._fd = fd
+        self._map = mmap.mmap(fd, SLOTS)
+        self._lock = threading.Lock()  # flock is per open file; threads share ours
+        atexit.register(self.close)
+
+    def reset(self, token: int) -> None:
+        """Mark a call queued just before it is dispatched (nobody else has it yet)."""
+        self._map[token % SLOTS] = QUEUED
+
+    def revoke(self, token: int) -> bool:
+        """Take the call back if no worker started it: True means it will never run."""
+        with self._lock:
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+            try:
+                slot = token % SLOTS
+                if self._map[slot] != QUEUED:
+                    return False
+                self._map[slot] = REVOKED
+                return True
+            finally:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            self._map.close()
+            os.close(self._fd)
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)
+
+
+_board: ClaimBoard | None = None
+_board_lock = threading.Lock()
+
+
+def get_board() -> ClaimBoard:
+    global _board
+    with _board_lock:
+        if _board is None:
+            _board = ClaimBoard()
+        return _board
+
+
+# -- the worker's side ------------------------------------------------------------------------
+_worker_fd: int | None = None
+_worker_map: mmap.mmap | None = None
+
+
+def attach(path: str | None) -> None:
+    """Open the driver's board in a worker (at worker start)."""
+    global _worker_fd, _worker_map
+    if path is None:
+        return
+    try:
+        _worker_fd = os.open(path, os.O_RDWR)
+        _worker_map = mmap.mmap(_worker_fd, SLOTS)
+    except OSError:
+        _worker_fd = _worker_map = None  # no board: every call simply starts
+
+
+def claim(token: int) -> bool:
+    """Claim a call before starting it: False means the driver revoked it."""
+    if _worker_map is None or _worker_fd is None:
+        return True
+    fcntl.flock(_worker_fd, fcntl.LOCK_EX)
+    try:
+        slot = token % SLOTS
+        if _worker_map[slot] == REVOKED:
+            return False
+        _worker_map[slot] = STARTED
+        return True
+    finally:
+        fcntl.flock(_worker_fd, fcntl.LOCK_UN)
