@@ -86,7 +86,12 @@ def main() -> None:
                 took = timed(run)
                 results[name][workers].values.append(base / took / workers)
         loky_pool.shutdown(wait=True)
-        print(f"  {workers} workers done", file=sys.stderr, flush=True)
+        done = ", ".join(
+            f"{name} {by_w[workers].median:.3f} ({min(by_w[workers].values):.2f}-"
+            f"{max(by_w[workers].values):.2f})"
+            for name, by_w in results.items()
+        )
+        print(f"  {workers} workers: {done}", file=sys.stderr, flush=True)
 
     worker_counts = sorted(next(iter(results.values())))
     lines = [
@@ -96,7 +101,10 @@ def main() -> None:
         "",
         table(
             ["system", *[f"{w} workers" for w in worker_counts]],
-            [[name, *[by_w[w].median for w in worker_counts]] for name, by_w in results.items()],
+            [
+                [name, *[_cell(by_w[w]) for w in worker_counts]]
+                for name, by_w in results.items()
+            ],
         ),
     ]
     top = worker_counts[-1]
@@ -113,6 +121,11 @@ def main() -> None:
     if args.chart:
         chart(results, worker_counts, args.chart, machine())
     shutil.rmtree(STORE.parent, ignore_errors=True)
+
+
+def _cell(series: Series) -> str:
+    """Median efficiency, with the range of the pairs (the noise) beside it."""
+    return f"{series.median:.3f} ({min(series.values):.2f}-{max(series.values):.2f})"
 
 
 def chart(results: dict[str, dict[int, Series]], counts: list[int], path: str, where: str) -> None:
