@@ -121,3 +121,38 @@ def test_ctrl_c_and_sigterm_record_interrupted_and_resume(
     code, out, err = run([str(SCRIPTS / "long_task.py"), str(tmp_path / "store"), "long"], env)
     assert code == 0, err
     assert json.loads(out) == [101, 0, 1]
+
+
+def test_a_kill_inside_a_batched_group_committed_stretch_loses_nothing_acknowledged(
+    tmp_path: Path,
+) -> None:
+    store_dir, ledger, acked = tmp_path / "store", tmp_path / "ledger", tmp_path / "acked"
+    env = env_with(LEDGER=str(ledger), ACKED=str(acked))
+    script = str(SCRIPTS / "batched_kill.py")
+    n = 400
+
+    code, _, err = run([script, str(store_dir), "b1", str(n), "4"], env)
+    assert code == -signal.SIGKILL, err
+    with Store(store_dir) as store:
+        entries = store.load_entries("b1")
+        chunks = store._seq.get("b1")
+    committed = {e["call"] for e in entries if e["status"] == "ok"}
+    acknowledged = set(acked.read_text().split()) if acked.exists() else set()
+    assert acknowledged, "some calls were acknowledged before the kill"
+    assert acknowledged <= committed, "an acknowledged call is missing from the store"
+    assert chunks is not None and chunks < len(committed), "outcomes shared commits"
+    executed_before = _ledger(ledger)
+
+    code, out, err = run([script, str(store_dir), "b1", str(n)], env)
+    assert code == 0, err
+    assert json.loads(out.splitlines()[-1]) == sum(x + 1 for x in range(n))
+    with Store(store_dir) as store:
+        inputs = {int(json.loads(e["value"])) - 1 for e in store.load_entries("b1")
+                  if e["status"] == "ok" and e["call"] in committed}
+        assert store.check() == []
+    # The resume executed only what was not committed (its warm-up run had succeeded
+    # before, so it replays without executing anything).
+    rerun = _ledger(ledger) - executed_before
+    assert inputs, "the killed run had committed calls"
+    assert not (set(rerun) & inputs), "a committed call ran again on resume"
+    assert set(rerun) | inputs == set(range(n))
