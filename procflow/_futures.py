@@ -8,6 +8,7 @@ after the call's checkpoint is durable, with the JSON round-trip value of the re
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import concurrent.futures as cf
 from collections.abc import Callable, Generator, Iterable, Iterator
 from typing import Any, Generic, TypeVar
@@ -31,6 +32,17 @@ ALL_COMPLETED = cf.ALL_COMPLETED
 # On 3.10 concurrent.futures raises its own TimeoutError class; API.md promises the
 # builtin, which it became (an alias) in 3.11.
 _CF_TIMEOUT: type[BaseException] = cf.TimeoutError
+
+
+@contextlib.contextmanager
+def _builtin_timeout() -> Iterator[None]:
+    """Re-raise concurrent.futures' TimeoutError (its own class on 3.10) as the builtin."""
+    try:
+        yield
+    except _CF_TIMEOUT as exc:
+        if isinstance(exc, TimeoutError):
+            raise
+        raise TimeoutError(str(exc) or "timed out waiting for the task") from None
 
 
 class TaskFuture(cf.Future[T], Generic[T]):
@@ -62,21 +74,13 @@ class TaskFuture(cf.Future[T], Generic[T]):
 
     def result(self, timeout: float | None = None) -> T:
         self.observed = True
-        try:
+        with _builtin_timeout():
             return super().result(timeout)
-        except _CF_TIMEOUT as exc:
-            if isinstance(exc, TimeoutError):
-                raise
-            raise TimeoutError(str(exc) or "timed out waiting for the task") from None
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
         self.observed = True
-        try:
+        with _builtin_timeout():
             return super().exception(timeout)
-        except _CF_TIMEOUT as exc:
-            if isinstance(exc, TimeoutError):
-                raise
-            raise TimeoutError(str(exc) or "timed out waiting for the task") from None
 
     def __await__(self) -> Generator[Any, None, T]:
         self.observed = True
@@ -109,12 +113,8 @@ def as_completed(
     for fut in futures:
         if isinstance(fut, TaskFuture):
             fut.observed = True
-    try:
+    with _builtin_timeout():
         yield from cf.as_completed(futures, timeout=timeout)
-    except _CF_TIMEOUT as exc:
-        if isinstance(exc, TimeoutError):
-            raise
-        raise TimeoutError(str(exc)) from None
 
 
 def gather(*futures: cf.Future[Any]) -> TaskFuture[list[Any]]:
