@@ -101,10 +101,7 @@ def main() -> None:
         "",
         table(
             ["system", *[f"{w} workers" for w in worker_counts]],
-            [
-                [name, *[_cell(by_w[w]) for w in worker_counts]]
-                for name, by_w in results.items()
-            ],
+            [[name, *[_cell(by_w[w]) for w in worker_counts]] for name, by_w in results.items()],
         ),
     ]
     top = worker_counts[-1]

@@ -8,8 +8,8 @@ after the call's checkpoint is durable, with the JSON round-trip value of the re
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import concurrent.futures as cf
+import contextlib
 from collections.abc import Callable, Generator, Iterable, Iterator
 from typing import Any, Generic, TypeVar
 
