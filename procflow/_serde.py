@@ -42,6 +42,7 @@ _MAX_DEPTH: Final = 500
 # Python refuses to write an int of more than 4300 digits as text (CVE-2020-10735
 # limit), so such an int would pass here and then fail when it is stored.
 _BIG: Final = 1 << 14000
+_NEG_BIG: Final = -_BIG  # built once: negating a 14000-bit int per call costs a µs
 _TYPE_HINT: Final = "; annotate the parameter or return value with its type to have it converted"
 _UNBUILT: Final = object()
 _MODULES_FOR_ANNOTATION: Final = frozenset({"datetime", "decimal", "uuid", "pathlib", "ipaddress"})
@@ -74,7 +75,7 @@ def _conv(v: Any, depth: int) -> object:
     if t is str:
         return v if v.isascii() else _text(v)
     if t is int:
-        if -_BIG < v < _BIG:
+        if _NEG_BIG < v < _BIG:
             return v
         raise _Refused("int of 14000 bits or more is not JSON-serializable; return it as a str")
     if t is float or t is bool or v is None:
@@ -229,7 +230,7 @@ class Codec:
 class _BuiltinCodec(Codec):
     """Bare int, float, str, bool, list, dict and None: checked here, without pydantic."""
 
-    __slots__ = ("_accept", "_base", "_expect", "_float")
+    __slots__ = ("_accept", "_base", "_expect", "_fast", "_float")
 
     def __init__(
         self,
@@ -243,8 +244,17 @@ class _BuiltinCodec(Codec):
         self._accept = accept  # exact plain types allowed after conversion
         self._expect = expect  # pydantic's wording, so both paths read alike
         self._float = annotation is float
+        # The exact type that needs no conversion (the hot path: a few int/str args).
+        self._fast = annotation if annotation in (int, float, str, bool) else None
 
     def to_plain(self, value: object, where: str, task: str | None = None) -> object:
+        kind = type(value)
+        if kind is self._fast:
+            if kind is str:
+                if value.isascii():  # type: ignore[attr-defined]
+                    return value  # ASCII has no lone surrogates
+            elif kind is not int or _NEG_BIG < value < _BIG:  # type: ignore[operator]
+                return value
         expect = ""
         if isinstance(value, self._base) or type(value).__module__ == "numpy":
             plain = _to_plain(value, where, task)
