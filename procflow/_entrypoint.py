@@ -491,16 +491,22 @@ class _RunDriver(Generic[R]):
         restore = _install_sigterm()
         self._started()
         try:
+            # Ctrl-C / SIGTERM may also come while the run waits for its last calls,
+            # after the body returned or raised: the outer handler covers those waits.
             try:
-                result = body()
-            except _InterruptSignal as paused:
-                self._paused(paused)
+                try:
+                    result = body()
+                except _InterruptSignal as paused:
+                    self._paused(paused)
+                except (KeyboardInterrupt, _Terminated):
+                    raise
+                except BaseException as exc:
+                    self._failed(exc)
+                    raise
+                return self._succeeded(result)
             except (KeyboardInterrupt, _Terminated) as stop:
                 self._stopped(stop)
-            except BaseException as exc:
-                self._failed(exc)
-                raise
-            return self._succeeded(result)
+                raise  # pragma: no cover - _stopped raises
         finally:
             restore()
             unregister_active(run)
@@ -548,6 +554,7 @@ class _RunDriver(Generic[R]):
     def _failed(self, exc: BaseException) -> None:
         self.run.cancel_pending()
         self.run.wait_idle()
+        self.run.report_resume_mismatches()
         if self.run.stopping:  # the body failed because the run was stopped under it
             self._record("interrupted", reason="signal")
         else:
@@ -555,6 +562,7 @@ class _RunDriver(Generic[R]):
 
     def _paused(self, paused: _InterruptSignal) -> None:
         self.run.wait_idle()
+        self.run.report_resume_mismatches()
         self._record("interrupted", reason="interrupt", interrupt_value=paused.value)
         raise Interrupted(paused.value, self.run_id) from None
 

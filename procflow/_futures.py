@@ -40,9 +40,7 @@ def _builtin_timeout() -> Iterator[None]:
     try:
         yield
     except _CF_TIMEOUT as exc:
-        if isinstance(exc, TimeoutError):
-            raise
-        raise TimeoutError(str(exc) or "timed out waiting for the task") from None
+        raise TimeoutError(str(exc) or "timed out waiting for the task's result") from None
 
 
 class TaskFuture(cf.Future[T], Generic[T]):

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Union
 
-from .errors import NotSerializableError, OutsideRunError, TaskError
+from .errors import NotSerializableError, OutsideRunError, ProcflowError, TaskError
 
 __all__ = ["CachePolicy", "RetryPolicy"]
 
@@ -53,8 +53,8 @@ class RetryPolicy:
 
     def matches(self, exc: BaseException) -> bool:
         """Whether ``retry_on`` accepts this exception (ignoring the attempt budget)."""
-        if isinstance(exc, _NEVER_RETRIED):
-            return False
+        if isinstance(exc, _NEVER_RETRIED) or type(exc) is ProcflowError:
+            return False  # bad input, or procflow misused (interrupt() in a task...)
         if isinstance(exc, TaskError) and exc.type_name in ("SystemExit", "KeyboardInterrupt"):
             return False
         if not isinstance(exc, Exception):

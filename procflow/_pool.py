@@ -137,10 +137,35 @@ class Pool:
     def broken(self) -> bool:
         return bool(getattr(self._executor, "_flags", None) and self._executor._flags.broken)
 
-    def shutdown(self, kill: bool = False) -> None:
-        # A broken pool may complain on the way out; it is going away regardless.
-        with contextlib.suppress(Exception):
-            self._executor.shutdown(wait=True, kill_workers=kill)
+    def shutdown(self, kill: bool = False, timeout: float = 15.0) -> None:
+        """Stop the pool; never hang the caller (at exit, after Ctrl-C, in tests).
+
+        loky's shutdown joins its manager thread, which a wedged pool can keep waiting;
+        past ``timeout`` the workers are killed by pid and the caller goes on.
+        """
+        pids = self.worker_pids()
+
+        def stop() -> None:
+            # A broken pool may complain on the way out; it is going away regardless.
+            with contextlib.suppress(Exception):
+                self._executor.shutdown(wait=True, kill_workers=kill)
+
+        stopper = threading.Thread(target=stop, name="procflow-pool-shutdown", daemon=True)
+        stopper.start()
+        stopper.join(timeout)
+        if stopper.is_alive():
+            _kill_pids(pids)
+
+
+def _kill_pids(pids: list[int]) -> None:
+    import psutil
+
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            proc = psutil.Process(pid)
+            for child in proc.children(recursive=True):
+                child.kill()
+            proc.kill()
 
 
 def is_crash(exc: BaseException) -> bool:

@@ -3,7 +3,8 @@
 A record is a JSON dict: run_id, entrypoint (identity), target (import target for the
 CLI's ``resume``), cwd, input, status (running / interrupted / failed / succeeded),
 reason, started_at, ended_at, result or error, resume_values (answers to interrupts,
-in order) and owner (pid, process start time, host) while running.
+in order), attempts (the number of sessions: 1, then 2 after the first resume...),
+resumed_at, max_workers, and owner (pid, process start time, host) while running.
 """
 
 from __future__ import annotations

@@ -86,7 +86,8 @@ class Run:
         self.rerun_changed = rerun_changed
         self.session = 1  # which invoke of this run this is (1, then 2 on a resume...)
         self.rng = random.random
-        self.stopping = False
+        self.stopping = False  # Ctrl-C / SIGTERM / a closed stream: stop everything
+        self.cancelling = False  # the body raised: start nothing new
         self.cache = ResultCache(store)
         self.listener: Callable[[Event], None] | None = None
         # Replay index: call id -> committed entry of a call that succeeded before.
@@ -289,7 +290,9 @@ class Run:
             return self._idle.wait_for(lambda: self._outstanding == 0, timeout)
 
     def cancel_pending(self) -> None:
-        """Calls not yet dispatched are cancelled; running ones finish."""
+        """Calls not yet started are cancelled (also those still waiting for their
+        inputs, when these arrive); running ones finish."""
+        self.cancelling = True
         self.scheduler.call_soon(lambda: self.scheduler.cancel_run(self))
 
     def event_loop(self) -> asyncio.AbstractEventLoop:

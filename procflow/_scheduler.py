@@ -208,8 +208,8 @@ class Scheduler:
             self._make_ready(call)
 
     def _make_ready(self, call: Call) -> None:
-        if call.run.stopping:
-            self._drop(call, CancelledError(f"run {call.run.run_id!r} stopped"))
+        if call.run.stopping or call.run.cancelling:
+            self._drop(call, None)  # the body raised or the run stops: start nothing new
             return
         if call.deps:
             values: dict[str, Any] = {}
@@ -291,7 +291,7 @@ class Scheduler:
                 # An inline call cannot be stopped; it fails once it returns late.
                 self._local.pop(token, None)
                 self._release(call)
-                self._fail_attempt(call, _timeout_error(call, stopped=False), os.getpid())
+                self._fail_attempt(call, _timeout_error(call), os.getpid())
                 return
             self._on_local_outcome(token, outcome)
         elif call.executor == "thread":
@@ -333,7 +333,7 @@ class Scheduler:
         call = self._local.pop(token, None)
         if call is not None:
             self._overdue[token] = call
-            self._fail_attempt(call, _timeout_error(call, stopped=False), os.getpid())
+            self._fail_attempt(call, _timeout_error(call), os.getpid())
 
     def _drop(self, call: Call, exc: BaseException | None) -> None:
         """Finish a call that will not run: cancelled, or one of its inputs failed."""
@@ -531,7 +531,7 @@ class Scheduler:
             "traceback": "",
             "exc": None,
             "kind": "timeout" if isinstance(exc, TaskTimeoutError) else "crash",
-            "retry": call.policy is not None and call.policy.matches(exc),
+            "retry": _matches(call.policy, exc),
             "error": exc,
         }
         meta = {"pid": pid, "start": call.started or None, "end": time.time(), "cpu": None}
@@ -604,15 +604,9 @@ class Scheduler:
                     self._settled(call)
                 continue
             for call, ok, payload, meta in items:
+                # Events first (the commit is done), then the future: a body waiting on
+                # this result cannot submit its next call before this call's event.
                 if ok:
-                    plain = _serde.loads(payload)
-                    try:
-                        value = call.task.result_codec().from_plain(plain)
-                    except BaseException as exc:  # pragma: no cover - dump/load mismatch
-                        call.future.set_exception(exc)
-                    else:
-                        call.future.plain = plain
-                        call.future.set_result(value)
                     if run.listener is not None:
                         run.emit(
                             "task_succeeded",
@@ -623,11 +617,15 @@ class Scheduler:
                             cached=bool(meta.get("cached")),
                             replayed=False,
                         )
+                    plain = _serde.loads(payload)
+                    try:
+                        value = call.task.result_codec().from_plain(plain)
+                    except BaseException as exc:  # pragma: no cover - dump/load mismatch
+                        call.future.set_exception(exc)
+                    else:
+                        call.future.plain = plain
+                        call.future.set_result(value)
                 else:
-                    error = payload.get("error") or rebuild_exception(
-                        payload, call.task.name, call.call_id, call.attempt, run.run_id
-                    )
-                    call.future.set_exception(error)
                     if run.listener is not None:
                         run.emit(
                             "task_failed",
@@ -635,6 +633,10 @@ class Scheduler:
                             error=f"{payload['type_name']}: {payload['message']}"[:2000],
                             attempt=call.attempt,
                         )
+                    error = payload.get("error") or rebuild_exception(
+                        payload, call.task.name, call.call_id, call.attempt, run.run_id
+                    )
+                    call.future.set_exception(error)
                 self._settled(call)
 
     def _settled(self, call: Call) -> None:
@@ -684,7 +686,7 @@ async def _execute_async(
                 call.task.fn(*typed_args, **typed_kwargs), call.task.timeout
             )
         except asyncio.TimeoutError:
-            raise _timeout_error(call, stopped=False) from None
+            raise _timeout_error(call) from None
         plain = call.task.result_codec().to_plain(result, "result", call.task.name)
         ok, payload = True, _serde.dumps(plain)
     except BaseException as exc:
@@ -698,6 +700,17 @@ async def _execute_async(
 def _duration(attempt: dict[str, Any]) -> float:
     start, end = attempt.get("start"), attempt.get("end")
     return float(end - start) if start is not None and end is not None else 0.0
+
+
+def _matches(policy: Any, exc: BaseException) -> bool:
+    """``policy.matches`` for errors raised here (crash, timeout); a predicate that
+    raises means "do not retry", as it does in the worker."""
+    if policy is None:
+        return False
+    try:
+        return bool(policy.matches(exc))
+    except Exception:
+        return False
 
 
 def _mark_running(call: Call) -> bool:
@@ -741,17 +754,19 @@ def _crash_error(
     return error
 
 
-def _timeout_error(call: Call, stopped: bool = True) -> BaseException:
+def _timeout_error(call: Call) -> BaseException:
     from .errors import TaskTimeoutError
 
-    what = (
-        "its worker was stopped"
-        if stopped
-        else f"its {call.executor} call cannot be stopped and may still be running"
-    )
+    what = {
+        "process": "its worker was stopped",
+        "async": "it was cancelled",
+        "inline": "it ran to its end in the driver, which cannot interrupt it",
+        "thread": "its thread cannot be stopped and may still be running",
+    }.get(call.executor, "it was stopped")
+    fix = "raise timeout=" if call.policy else "raise timeout=, or retry it with a RetryPolicy"
     return TaskTimeoutError(
         f"task {call.task.name!r} ({call.run.label}attempt {call.attempt}) ran longer than "
-        f"its timeout of {call.task.timeout}s; {what}. Raise timeout= or add a retry_policy"
+        f"its timeout of {call.task.timeout}s; {what}. To let it finish, {fix}"
     )
 
 

@@ -146,6 +146,8 @@ class Task(Generic[P, R]):
         """
         plain = _serde.codec_for(_serde.NO_ANNOTATION)
         if not self.annotated:
+            if self._positional_codecs(args, kwargs) is None:
+                self._bind(args, kwargs)  # a wrong call fails here, not in a worker
             return (
                 [plain.to_plain(a, f"args[{i}]", self.name) for i, a in enumerate(args)],
                 {k: plain.to_plain(v, f"kwargs[{k!r}]", self.name) for k, v in kwargs.items()},

@@ -66,8 +66,8 @@ class TaskError(ProcflowError):
     """A task failed with an exception that cannot be rebuilt in the driver.
 
     Also used for ``SystemExit`` and ``KeyboardInterrupt`` raised inside a task, so that
-    they never stop the driver. ``type_name`` is the original exception's qualified type
-    name, ``remote_traceback`` its formatted traceback from the worker.
+    they never stop the driver. ``type_name`` is the original exception's type name
+    (``__name__``), ``remote_traceback`` its formatted traceback from the worker.
     """
 
     def __init__(self, message: str, *, type_name: str = "", remote_traceback: str = "") -> None:
