@@ -46,7 +46,7 @@ def cache_key(
         typed_args, typed_kwargs = task.from_plain_args(args, kwargs)
         argument_part = policy.argument_key(typed_args, typed_kwargs, "")
     return _keys.digest(
-        "\x1f".join((task.name, _keys.code_fingerprint(task.fn), argument_part))
+        "\x1f".join((task.name, task.fingerprint, argument_part))
     )
 
 

@@ -202,7 +202,7 @@ class Run:
             )
 
     def _replayable(self, task: Task[Any, Any], entry: dict[str, Any]) -> bool:
-        if entry.get("fp") not in (None, _keys.code_fingerprint(task.fn)):
+        if entry.get("fp") not in (None, task.fingerprint):
             self.changed_tasks.add(task.name)
             return not self.rerun_changed
         return True
@@ -248,7 +248,7 @@ class Run:
             entry: dict[str, Any] = {
                 "call": call.call_id,
                 "task": call.task.name,
-                "fp": _keys.code_fingerprint(call.task.fn),
+                "fp": call.task.fingerprint,
                 "status": "ok" if ok else "error",
                 "attempts": call.attempts,
                 "session": self.session,

@@ -82,6 +82,8 @@ class Task(Generic[P, R]):
         self._payload: bytes | None = None
         self._param_codecs: dict[str, _serde.Codec] | None = None
         self._simple: tuple[list[_serde.Codec], int] | None = None
+        self._fingerprint: str | None = None
+        self._fingerprint_code: Any = None
 
     # -- calling -----------------------------------------------------------------
     # Arguments are typed Any, not P.args: a future may stand for any argument (it is
@@ -132,6 +134,18 @@ class Task(Generic[P, R]):
                 for name in self.signature.parameters
             }
         return self._param_codecs
+
+    @property
+    def fingerprint(self) -> str:
+        """The fingerprint of the function's code (cache keys, changed-code checks);
+        recomputed only if the function's code object is replaced."""
+        code = getattr(self.fn, "__code__", None)
+        if self._fingerprint is None or code is not self._fingerprint_code:
+            from . import _keys
+
+            self._fingerprint = _keys.code_fingerprint(self.fn)
+            self._fingerprint_code = code
+        return self._fingerprint
 
     def result_codec(self) -> _serde.Codec:
         return _serde.codec_for(_type_hints(self.fn).get("return", _serde.NO_ANNOTATION))
