@@ -10,37 +10,35 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures as cf
-import contextlib
 import inspect
 import os
 import queue
-import signal
 import sys
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
-from typing import Any, Generic, TypeVar, cast
+from typing import Any, Generic, TypeVar
 
-from . import _records, _serde
-from ._context import current_call_var, current_run_var, register_active, unregister_active
+from . import _serde
+from ._context import current_call_var, current_run_var
+from ._driver import (
+    _NO_INPUT,
+    Command,
+    _install_sigterm,
+    _InterruptSignal,
+    _progress_for,
+    _RunDriver,
+    _Terminated,
+)
 from ._events import Event
 from ._policies import CachePolicy, RetryPolicy
-from ._run import Run
-from ._scheduler import get_scheduler
 from ._task import task_identity
-from .errors import Interrupted, ProcflowError
+from .errors import ProcflowError
 
 __all__ = ["Command", "Entrypoint", "entrypoint", "interrupt"]
 
 R = TypeVar("R")
-_NO_INPUT: Any = object()
 
 
-@dataclass(frozen=True)
-class Command:
-    """Resume a run that is waiting at ``interrupt(...)``: ``resume`` is the answer."""
-
-    resume: Any = None
 
 
 _END: Any = object()
@@ -51,17 +49,6 @@ class _Raised:
         self.exc = exc
 
 
-class _InterruptSignal(BaseException):
-    """Unwinds the body at ``interrupt(value)``; a BaseException so ``except Exception``
-    in user code cannot swallow it."""
-
-    def __init__(self, value: Any) -> None:
-        super().__init__(value)
-        self.value = value
-
-
-class _Terminated(BaseException):
-    """Raised in the main thread by the SIGTERM handler to unwind the body."""
 
 
 def interrupt(value: Any = None) -> Any:
@@ -365,255 +352,8 @@ class Entrypoint(Generic[R]):
         return await coro
 
 
-class _RunDriver(Generic[R]):
-    """The life of one invoke: record, body, waiting, ending."""
-
-    def __init__(
-        self,
-        ep: Entrypoint[R],
-        input: Any,
-        command: Command | None,
-        run_id: str | None,
-        checkpointer: Any,
-        rerun_changed: bool,
-        max_workers: int | None,
-    ) -> None:
-        self.ep = ep
-        store = _records.open_store(checkpointer)
-        if store is None and run_id is not None:
-            raise ValueError(
-                f"entrypoint {ep.name!r} has checkpointer=False, so run_id={run_id!r} cannot be "
-                "saved or resumed; pass a checkpointer or drop run_id"
-            )
-        self.store = store
-        self.finished = False
-        self.record: dict[str, Any] | None = None
-        resume_values: list[Any] = []
-        if command is None:
-            if input is _NO_INPUT:
-                if ep.takes_input and ep.input_default is _NO_INPUT:
-                    raise TypeError(f"entrypoint {ep.name!r} needs an input: invoke(value)")
-                input = None if ep.input_default is _NO_INPUT else ep.input_default
-            elif not ep.takes_input:
-                raise TypeError(f"entrypoint {ep.name!r} takes no input; call invoke()")
-            input_plain = ep._input_codec.to_plain(input, "input", None)
-        else:
-            input_plain = None
-        if store is not None:
-            run_id = run_id or _records.new_run_id()
-            resume_plain = None
-            if command is not None:
-                resume_plain = _serde.codec_for(_serde.NO_ANNOTATION).to_plain(
-                    command.resume, "Command.resume"
-                )
-            record, self.finished = _records.claim_run(
-                store,
-                run_id,
-                entrypoint=ep.name,
-                target=ep.target,
-                input_plain=input_plain,
-                resume_value=resume_plain,
-                has_resume_value=command is not None,
-                settings={"max_workers": max_workers or ep.max_workers or _usable_cores()},
-            )
-            self.record = record
-            input_plain = record.get("input")
-            resume_values = list(record.get("resume_values", []))
-        self.run_id = run_id
-        self.input_value = ep._input_codec.from_plain(input_plain) if ep.takes_input else None
-        if self.finished:
-            return
-        self.run = Run(
-            run_id=run_id,
-            entrypoint=ep.name,
-            store=store,
-            scheduler=get_scheduler(),
-            max_workers=max_workers or ep.max_workers,
-            executor=ep.executor,
-            retry_policy=ep.retry_policy,
-            cache_policy=ep.cache_policy,
-            initializer=ep.initializer,
-            initargs=ep.initargs,
-            rerun_changed=rerun_changed,
-        )
-        self.run.resume_values = resume_values
-        if self.record is not None:
-            self.run.session = int(self.record.get("attempts", 1))
-        if store is not None and run_id is not None and record.get("attempts", 1) > 1:
-            self.run.load_index(store.load_entries(run_id))
-
-    def stored_result(self) -> R:
-        assert self.record is not None
-        return cast(R, self.ep._result_codec.from_plain(self.record.get("result")))
-
-    # -- sync ---------------------------------------------------------------------------
-    def add_listener(self, listener: Callable[[Event], None]) -> None:
-        """Send this run's events to ``listener`` too (the stream, the progress bar)."""
-        previous = self.run.listener
-        if previous is None:
-            self.run.listener = listener
-        else:
-
-            def both(event: Event) -> None:
-                previous(event)
-                listener(event)
-
-            self.run.listener = both
-
-    def finished_event(self) -> Event:
-        assert self.record is not None
-        return Event(
-            "run_finished",
-            self.run_id,
-            data={"status": "succeeded", "result": self.record.get("result"), "stored": True},
-        )
-
-    def stop(self) -> None:
-        """Stop the run from another thread (a closed stream): like Ctrl-C."""
-        from ._pool import shutdown_all
-
-        self.run.stopping = True
-        self.run.cancel_pending()
-        shutdown_all(kill=True)
-
-    def _started(self) -> None:
-        self.run.emit(
-            "run_started",
-            entrypoint=self.ep.name,
-            resumed=bool(self.record and self.record.get("attempts", 1) > 1),
-            store=str(self.store.path) if self.store is not None else None,
-        )
-
-    def drive(self, body: Callable[[], Any]) -> R:
-        run = self.run
-        token = current_run_var.set(run)
-        register_active(run)
-        restore = _install_sigterm()
-        self._started()
-        try:
-            # Ctrl-C / SIGTERM may also come while the run waits for its last calls,
-            # after the body returned or raised: the outer handler covers those waits.
-            try:
-                try:
-                    result = body()
-                except _InterruptSignal as paused:
-                    self._paused(paused)
-                except (KeyboardInterrupt, _Terminated):
-                    raise
-                except BaseException as exc:
-                    self._failed(exc)
-                    raise
-                return self._succeeded(result)
-            except (KeyboardInterrupt, _Terminated) as stop:
-                self._stopped(stop)
-                raise  # pragma: no cover - _stopped raises
-        finally:
-            restore()
-            unregister_active(run)
-            current_run_var.reset(token)
-            run.close()
-            if self.store is not None and self.run_id is not None:
-                _records.release_run(self.store, self.run_id)
-
-    async def adrive(self, body: Any) -> R:
-        run = self.run
-        token = current_run_var.set(run)
-        register_active(run)
-        self._started()
-        try:
-            try:
-                result = await body
-            except _InterruptSignal as paused:
-                await asyncio.to_thread(self._paused, paused)
-            except (KeyboardInterrupt, asyncio.CancelledError) as stop:
-                self._stopped(stop)
-            except BaseException as exc:
-                await asyncio.to_thread(self._failed, exc)
-                raise
-            return await asyncio.to_thread(self._succeeded, result)
-        finally:
-            unregister_active(run)
-            current_run_var.reset(token)
-            if self.store is not None and self.run_id is not None:
-                _records.release_run(self.store, self.run_id)
-
-    # -- endings ------------------------------------------------------------------------
-    def _succeeded(self, result: Any) -> R:
-        run = self.run
-        run.wait_idle()
-        try:
-            plain = self.ep._result_codec.to_plain(result, "result", None)
-        except BaseException as exc:
-            self._record("failed", error=_error_dict(exc))
-            raise
-        run.report_resume_mismatches()
-        self._record("succeeded", result=plain)
-        run.warn_unobserved()
-        return cast(R, self.ep._result_codec.from_plain(plain))
-
-    def _failed(self, exc: BaseException) -> None:
-        self.run.cancel_pending()
-        self.run.wait_idle()
-        self.run.report_resume_mismatches()
-        if self.run.stopping:  # the body failed because the run was stopped under it
-            self._record("interrupted", reason="signal")
-        else:
-            self._record("failed", error=_error_dict(exc))
-
-    def _paused(self, paused: _InterruptSignal) -> None:
-        self.run.wait_idle()
-        self.run.report_resume_mismatches()
-        self._record("interrupted", reason="interrupt", interrupt_value=paused.value)
-        raise Interrupted(paused.value, self.run_id) from None
-
-    def _stopped(self, stop: BaseException) -> None:
-        """Ctrl-C or SIGTERM: stop promptly; nothing is recorded as a task failure."""
-        from ._pool import shutdown_all
-
-        run = self.run
-        run.stopping = True
-        run.cancel_pending()
-        shutdown_all(kill=True)
-        run.wait_idle(timeout=10)
-        self._record("interrupted", reason="signal")
-        if isinstance(stop, _Terminated):
-            raise SystemExit(143) from None
-        raise stop
-
-    def _record(self, status: str, **fields: Any) -> None:
-        if self.store is not None and self.record is not None:
-            _records.finish_run(self.store, self.record, status, **fields)
-        if status == "interrupted":
-            self.run.emit(
-                "run_interrupted", reason=fields.get("reason"), value=fields.get("interrupt_value")
-            )
-        else:
-            self.run.emit("run_finished", status=status, **fields)
 
 
-def _progress_for(
-    driver: _RunDriver[Any], progress: bool | None
-) -> contextlib.AbstractContextManager[Any]:
-    """The live progress bar on stderr, when asked for (or stderr is a terminal)."""
-    if progress is None:
-        progress = sys.stderr.isatty()
-    if not progress:
-        return contextlib.nullcontext()
-    from ._progress import ProgressBar
-
-    bar = ProgressBar(driver.run_id)
-    driver.add_listener(bar.on_event)
-    return bar
-
-
-def _usable_cores() -> int:
-    from ._pool import usable_cores
-
-    return usable_cores()
-
-
-def _error_dict(exc: BaseException) -> dict[str, Any]:
-    return {"type": type(exc).__qualname__, "message": str(exc)[:2000]}
 
 
 def _run_id_from(run_id: str | None, config: dict[str, Any] | None) -> str | None:
@@ -630,23 +370,6 @@ def _run_id_from(run_id: str | None, config: dict[str, Any] | None) -> str | Non
     return chosen
 
 
-def _install_sigterm() -> Callable[[], None]:
-    """SIGTERM (Slurm, Kubernetes, systemd) unwinds the body like Ctrl-C does; main
-    thread only, since Python delivers signals there."""
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-
-    def on_sigterm(signum: int, frame: Any) -> None:
-        raise _Terminated()
-
-    try:
-        previous = signal.signal(signal.SIGTERM, on_sigterm)
-    except ValueError:  # pragma: no cover - not the main interpreter
-        return lambda: None
-    def restore() -> None:
-        signal.signal(signal.SIGTERM, previous)
-
-    return restore
 
 
 def _hints(fn: Callable[..., Any]) -> dict[str, Any]:
