@@ -33,8 +33,17 @@ from ._calls import Call, substitute
 from ._channel import Channel, get_channel
 from ._claims import get_board
 from ._context import CallInfo
-from ._worker import Outcome, add_note, execute, fresh_copy, rebuild_exception, run_batch
-from .errors import StoreError, WorkerCrashedError
+from ._failures import attempt_duration, crash_error, retry_matches, timeout_error
+from ._worker import (
+    Outcome,
+    add_note,
+    execute,
+    execute_async,
+    fresh_copy,
+    rebuild_exception,
+    run_batch,
+)
+from .errors import StoreError
 
 __all__ = ["Scheduler", "get_scheduler"]
 
@@ -291,7 +300,7 @@ class Scheduler:
                 # An inline call cannot be stopped; it fails once it returns late.
                 self._local.pop(token, None)
                 self._release(call)
-                self._fail_attempt(call, _timeout_error(call), os.getpid())
+                self._fail_attempt(call, timeout_error(call), os.getpid())
                 return
             self._on_local_outcome(token, outcome)
         elif call.executor == "thread":
@@ -306,7 +315,7 @@ class Scheduler:
                 self._after(timeout, functools.partial(self._local_deadline, token))
         else:  # async: the deadline is asyncio.wait_for's, inside _execute_async
             loop = call.run.event_loop()
-            coro = _execute_async(call, args, kwargs, info)
+            coro = execute_async(call, args, kwargs, info)
             asyncio.run_coroutine_threadsafe(coro, loop).add_done_callback(
                 functools.partial(self._local_callback, token)
             )
@@ -333,7 +342,7 @@ class Scheduler:
         call = self._local.pop(token, None)
         if call is not None:
             self._overdue[token] = call
-            self._fail_attempt(call, _timeout_error(call), os.getpid())
+            self._fail_attempt(call, timeout_error(call), os.getpid())
 
     def _drop(self, call: Call, exc: BaseException | None) -> None:
         """Finish a call that will not run: cancelled, or one of its inputs failed."""
@@ -505,15 +514,15 @@ class Scheduler:
             elif token in culprits:
                 pid = culprits[token]
                 if pool.killed_for_timeout.get(pid) == token:
-                    self._fail_attempt(call, _timeout_error(call), pid)
+                    self._fail_attempt(call, timeout_error(call), pid)
                 else:
-                    self._fail_attempt(call, _crash_error(call, pid, dead[pid], exc), pid)
+                    self._fail_attempt(call, crash_error(call, pid, dead[pid], exc), pid)
             elif not _pool.is_crash(exc):
                 self._fail_attempt(call, exc, None)
             else:
                 call.breaks += 1
                 if call.breaks >= 3:  # in flight for three breaks nobody was blamed for
-                    self._fail_attempt(call, _crash_error(call, None, None, exc), None)
+                    self._fail_attempt(call, crash_error(call, None, None, exc), None)
                 else:
                     self._redispatch(call)
 
@@ -531,7 +540,7 @@ class Scheduler:
             "traceback": "",
             "exc": None,
             "kind": "timeout" if isinstance(exc, TaskTimeoutError) else "crash",
-            "retry": _matches(call.policy, exc),
+            "retry": retry_matches(call.policy, exc),
             "error": exc,
         }
         meta = {"pid": pid, "start": call.started or None, "end": time.time(), "cpu": None}
@@ -611,7 +620,7 @@ class Scheduler:
                         run.emit(
                             "task_succeeded",
                             call,
-                            duration=_duration(call.attempts[-1]),
+                            duration=attempt_duration(call.attempts[-1]),
                             attempt=call.attempt,
                             pid=call.attempts[-1].get("pid"),
                             cached=bool(meta.get("cached")),
@@ -669,48 +678,10 @@ class Scheduler:
                 call.future.cancel()  # waiting in a worker's queue: revoked, never runs
 
 
-async def _execute_async(
-    call: Call, args: list[Any], kwargs: dict[str, Any], info: CallInfo
-) -> Outcome:
-    """An ``async def`` task on the run's event loop; the same envelope as a worker."""
-    from ._context import current_call_var
-    from ._worker import error_envelope
-
-    start = time.time()
-    token = current_call_var.set(info)
-    payload: Any
-    try:
-        typed_args, typed_kwargs = call.task.from_plain_args(args, kwargs)
-        try:
-            result = await asyncio.wait_for(
-                call.task.fn(*typed_args, **typed_kwargs), call.task.timeout
-            )
-        except asyncio.TimeoutError:
-            raise _timeout_error(call) from None
-        plain = call.task.result_codec().to_plain(result, "result", call.task.name)
-        ok, payload = True, _serde.dumps(plain)
-    except BaseException as exc:
-        ok, payload = False, error_envelope(exc, call.policy)
-    finally:
-        current_call_var.reset(token)
-    meta = {"pid": os.getpid(), "start": start, "end": time.time(), "cpu": None}
-    return (info.call_id, ok, payload, meta)
 
 
-def _duration(attempt: dict[str, Any]) -> float:
-    start, end = attempt.get("start"), attempt.get("end")
-    return float(end - start) if start is not None and end is not None else 0.0
 
 
-def _matches(policy: Any, exc: BaseException) -> bool:
-    """``policy.matches`` for errors raised here (crash, timeout); a predicate that
-    raises means "do not retry", as it does in the worker."""
-    if policy is None:
-        return False
-    try:
-        return bool(policy.matches(exc))
-    except Exception:
-        return False
 
 
 def _mark_running(call: Call) -> bool:
@@ -722,52 +693,8 @@ def _mark_running(call: Call) -> bool:
     return future.running() or future.set_running_or_notify_cancel()
 
 
-def _crash_error(
-    call: Call, pid: int | None, exitcode: int | None, cause: BaseException
-) -> WorkerCrashedError:
-    import signal as _signal
-
-    if exitcode is not None and exitcode < 0:
-        try:
-            how = f"was killed by {_signal.Signals(-exitcode).name}"
-        except ValueError:
-            how = f"was killed by signal {-exitcode}"
-    elif exitcode is not None:
-        how = f"exited with code {exitcode}"
-    elif pid is not None:
-        how = "died (its exit status was not available)"
-    else:
-        how = "died (the culprit could not be told apart from its neighbours)"
-    hint = (
-        "SIGKILL is often the out-of-memory killer: lower max_workers or the task's memory "
-        "use"
-        if exitcode == -9
-        else "a segfault in native code or os._exit() in the task are the usual causes"
-    )
-    worker = f"worker process {pid}" if pid else "a worker process"
-    error = WorkerCrashedError(
-        f"task {call.task.name!r} ({call.run.label}attempt {call.attempt}): its "
-        f"{worker} {how} while running the call; {hint}",
-        exitcode=exitcode,
-    )
-    error.__cause__ = cause
-    return error
 
 
-def _timeout_error(call: Call) -> BaseException:
-    from .errors import TaskTimeoutError
-
-    what = {
-        "process": "its worker was stopped",
-        "async": "it was cancelled",
-        "inline": "it ran to its end in the driver, which cannot interrupt it",
-        "thread": "its thread cannot be stopped and may still be running",
-    }.get(call.executor, "it was stopped")
-    fix = "raise timeout=" if call.policy else "raise timeout=, or retry it with a RetryPolicy"
-    return TaskTimeoutError(
-        f"task {call.task.name!r} ({call.run.label}attempt {call.attempt}) ran longer than "
-        f"its timeout of {call.task.timeout}s; {what}. To let it finish, {fix}"
-    )
 
 
 _scheduler: Scheduler | None = None

@@ -27,6 +27,7 @@ from ._futures import TaskFuture
 from .errors import NotSerializableError, OutsideRunError, TaskError
 
 if TYPE_CHECKING:
+    from ._calls import Call
     from ._policies import RetryPolicy
     from ._task import Task
 
@@ -349,6 +350,35 @@ def _nested_cache_put(key: str, task: Task[Any, Any], ttl: float | None, value: 
     _new_cache_entries.append(
         {"key": key, "task": task.name, "value": value, "stored_at": now, "expires_at": expires}
     )
+
+
+async def execute_async(
+    call: Call, args: list[Any], kwargs: dict[str, Any], info: CallInfo
+) -> Outcome:
+    """An ``async def`` task on the run's event loop; the same envelope as a worker."""
+    import asyncio  # here: workers never run async tasks, and need not import it
+
+    from ._failures import timeout_error
+
+    start = time.time()
+    token = current_call_var.set(info)
+    payload: Any
+    try:
+        typed_args, typed_kwargs = call.task.from_plain_args(args, kwargs)
+        try:
+            result = await asyncio.wait_for(
+                call.task.fn(*typed_args, **typed_kwargs), call.task.timeout
+            )
+        except asyncio.TimeoutError:
+            raise timeout_error(call) from None
+        plain = call.task.result_codec().to_plain(result, "result", call.task.name)
+        ok, payload = True, _serde.dumps(plain)
+    except BaseException as exc:
+        ok, payload = False, error_envelope(exc, call.policy)
+    finally:
+        current_call_var.reset(token)
+    meta = {"pid": os.getpid(), "start": start, "end": time.time(), "cpu": None}
+    return (info.call_id, ok, payload, meta)
 
 
 class RemoteTraceback(Exception):
