@@ -45,6 +45,15 @@ def touch(path: str | Path, text: str = "") -> None:
     os.replace(tmp, path)
 
 
+def log_attempt(ledger: str | Path) -> int:
+    """Append "pid attempt" for the running call to ``ledger``; return the attempt."""
+    info = procflow.current_call()
+    assert info is not None
+    with open(ledger, "a") as fh:
+        fh.write(f"{os.getpid()} {info.attempt}\n")
+    return info.attempt
+
+
 def log_line(log: str | Path, line: str) -> None:
     with open(log, "a") as fh:
         fh.write(line + "\n")

@@ -16,39 +16,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from core_tasks import log_attempt, touch, wait_for_file
 
 import procflow
 from procflow import RetryPolicy, entrypoint, task
 from procflow.errors import TaskTimeoutError
 
 T = 30
-DEADLINE = 20.0
 HANG = 60.0  # how long a hanging task would run if nobody stopped it
 
 
-# -- helpers (also run inside workers) --------------------------------------------------
-def wait_for_file(path: str | Path, deadline: float = DEADLINE) -> bool:
-    end = time.monotonic() + deadline
-    while not os.path.exists(path):
-        if time.monotonic() > end:
-            return False
-        time.sleep(0.005)
-    return True
-
-
-def touch(path: str | Path, text: str = "") -> None:
-    tmp = f"{path}.tmp{os.getpid()}.{threading.get_ident()}"
-    with open(tmp, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
-
-
-def log_attempt(ledger: str | Path) -> int:
-    info = procflow.current_call()
-    assert info is not None
-    with open(ledger, "a") as fh:
-        fh.write(f"{os.getpid()} {info.attempt}\n")
-    return info.attempt
+# The file helpers live in core_tasks (workers import them by reference).
 
 
 def attempts_in(ledger: str | Path) -> list[int]:
