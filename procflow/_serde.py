@@ -440,6 +440,10 @@ def _modern_typeddicts(annotation: Any) -> Any:
 def _make(annotation: object) -> Codec:
     if isinstance(annotation, (str, typing.ForwardRef)):
         return _PLAIN
+    if typing.get_origin(annotation) is typing.Union and typing.Any in typing.get_args(annotation):
+        # Optional[Any] is Any (Python 3.10's get_type_hints adds Optional to a "= None"
+        # default): the plain rules, which refuse a set instead of turning it into a list.
+        return _PLAIN
     return _PydanticCodec(annotation)
 
 
