@@ -1,16 +1,23 @@
-"""The errors the scheduler raises for a call itself (a crashed worker, a timeout) and
-the small decisions around them, kept apart from the loop that uses them."""
+"""Failures the scheduler deals with itself: a pool that broke under its calls (who is
+to blame, who is re-dispatched), the errors it raises for a call (a crashed worker, a
+timeout), and the small decisions around them. ``PoolBreaks`` is a scheduler mixin."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import time
+from collections import deque
+from concurrent.futures import CancelledError
+from typing import TYPE_CHECKING, Any, Protocol
 
+from . import _pool
 from .errors import TaskTimeoutError, WorkerCrashedError
 
 if TYPE_CHECKING:
     from ._calls import Call
+    from ._channel import Channel
+    from ._worker import Outcome
 
-__all__ = ["attempt_duration", "crash_error", "retry_matches", "timeout_error"]
+__all__ = ["PoolBreaks", "attempt_duration", "crash_error", "retry_matches", "timeout_error"]
 
 
 def attempt_duration(attempt: dict[str, Any]) -> float:
@@ -74,3 +81,85 @@ def timeout_error(call: Call) -> BaseException:
         f"task {call.task.name!r} ({call.run.label}attempt {call.attempt}) ran longer than "
         f"its timeout of {call.task.timeout}s; {what}. To let it finish, {fix}"
     )
+
+
+class _BreakHost(Protocol):
+    """What the mixin uses of the scheduler."""
+
+    _channel: Channel | None
+    _dispatched: dict[int, Call]
+    _ready: deque[Call]
+
+    def _release(self, call: Call) -> None: ...
+    def _drop(self, call: Call, exc: BaseException | None) -> None: ...
+    def _on_outcome(self, call: Call, outcome: Outcome) -> None: ...
+    def _fail_attempt(self, call: Call, exc: BaseException, pid: int | None) -> None: ...
+    def _redispatch(self, call: Call) -> None: ...
+
+
+class PoolBreaks:
+    """Scheduler methods for a pool that broke (scheduler thread only)."""
+
+    def _on_batch_failed(
+        self: _BreakHost, batch: list[tuple[int, Call]], pool: _pool.Pool, exc: BaseException
+    ) -> None:
+        """The pool broke: blame the call whose worker died; re-dispatch the others
+        without spending an attempt."""
+        if _pool.is_crash(exc):
+            _pool.replace_pool(pool)
+            for _, call in batch:
+                call.run.forget_pool()
+        dead = pool.crash_exitcodes or {}
+        if pool.culprits is None:
+            # Worked out once per break: every batch of the broken pool fails, one
+            # after the other, and the channel forgets the dead workers after the first.
+            pool.culprits = {}
+            if self._channel is not None:
+                for pid in dead:
+                    token = self._channel.running_on(pid)
+                    if token is not None:
+                        pool.culprits[token] = pid
+                self._channel.forget(pool.worker_pids() + list(dead))
+        culprits = pool.culprits
+        for token, call in batch:
+            if self._dispatched.pop(token, None) is not call:
+                continue  # its outcome arrived before the break
+            self._release(call)
+            if call.run.stopping:
+                self._drop(call, CancelledError(f"run {call.run.run_id!r} stopped"))
+            elif token in culprits:
+                pid = culprits[token]
+                if pool.killed_for_timeout.get(pid) == token:
+                    self._fail_attempt(call, timeout_error(call), pid)
+                else:
+                    self._fail_attempt(call, crash_error(call, pid, dead[pid], exc), pid)
+            elif not _pool.is_crash(exc):
+                self._fail_attempt(call, exc, None)
+            else:
+                call.breaks += 1
+                if call.breaks >= 3:  # in flight for three breaks nobody was blamed for
+                    self._fail_attempt(call, crash_error(call, None, None, exc), None)
+                else:
+                    self._redispatch(call)
+
+    def _redispatch(self: _BreakHost, call: Call) -> None:
+        """Back to the front of the queue, same attempt: the break was not its doing."""
+        self._ready.appendleft(call)
+
+    def _fail_attempt(
+        self: _BreakHost, call: Call, exc: BaseException, pid: int | None
+    ) -> None:
+        from .errors import TaskTimeoutError
+
+        envelope = {
+            "type": f"{type(exc).__module__}.{type(exc).__qualname__}",
+            "type_name": type(exc).__name__,
+            "message": str(exc),
+            "traceback": "",
+            "exc": None,
+            "kind": "timeout" if isinstance(exc, TaskTimeoutError) else "crash",
+            "retry": retry_matches(call.policy, exc),
+            "error": exc,
+        }
+        meta = {"pid": pid, "start": call.started or None, "end": time.time(), "cpu": None}
+        self._on_outcome(call, (call.call_id, False, envelope, meta))

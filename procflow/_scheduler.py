@@ -15,11 +15,9 @@ deadline heap; and commits outcomes. It is also the only thread that submits to 
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import heapq
 import itertools
-import os
 import queue
 import threading
 import time
@@ -32,14 +30,11 @@ from . import _pool, _serde
 from ._calls import Call, substitute
 from ._channel import Channel, get_channel
 from ._claims import get_board
-from ._context import CallInfo
-from ._failures import attempt_duration, crash_error, retry_matches, timeout_error
+from ._failures import PoolBreaks, attempt_duration
+from ._local import LocalCalls
 from ._worker import (
     Outcome,
     add_note,
-    execute,
-    execute_async,
-    fresh_copy,
     rebuild_exception,
     run_batch,
 )
@@ -70,7 +65,7 @@ class _TaskStats:
         self.mean = seconds if self.mean is None else 0.7 * self.mean + 0.3 * seconds
 
 
-class Scheduler:
+class Scheduler(LocalCalls, PoolBreaks):
     def __init__(self) -> None:
         self._inbox: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         self._ready: deque[Call] = deque()
@@ -281,68 +276,6 @@ class Scheduler:
         else:
             self._run_local(call)
 
-    def _run_local(self, call: Call) -> None:
-        """Run a thread, async or inline call (they do not use the process pool)."""
-        if not self._admit(call):
-            return
-        call.token = token = next(self._tokens)
-        call.started = time.time()
-        self._local[token] = call
-        info = CallInfo(call.run.run_id, call.call_id, call.attempt, call.task.name)
-        args, kwargs = fresh_copy(call.args, call.kwargs)
-        if call.run.listener is not None:
-            call.run.emit("task_started", call, pid=os.getpid(), attempt=call.attempt)
-        timeout = call.task.timeout
-        if call.executor == "inline":
-            started = time.monotonic()
-            outcome = execute(call.task, args, kwargs, info, call.policy)
-            if timeout is not None and time.monotonic() - started > timeout:
-                # An inline call cannot be stopped; it fails once it returns late.
-                self._local.pop(token, None)
-                self._release(call)
-                self._fail_attempt(call, timeout_error(call), os.getpid())
-                return
-            self._on_local_outcome(token, outcome)
-        elif call.executor == "thread":
-            if self._threads is None:
-                self._threads = ThreadPoolExecutor(
-                    max_workers=min(32, (os.cpu_count() or 1) + 4),
-                    thread_name_prefix="procflow-thread",
-                )
-            fut = self._threads.submit(execute, call.task, args, kwargs, info, call.policy)
-            fut.add_done_callback(functools.partial(self._local_callback, token))
-            if timeout is not None:
-                self._after(timeout, functools.partial(self._local_deadline, token))
-        else:  # async: the deadline is asyncio.wait_for's, inside _execute_async
-            loop = call.run.event_loop()
-            coro = execute_async(call, args, kwargs, info)
-            asyncio.run_coroutine_threadsafe(coro, loop).add_done_callback(
-                functools.partial(self._local_callback, token)
-            )
-
-    def _local_callback(self, token: int, fut: Future[Outcome]) -> None:
-        """Post a thread or async call's outcome (its envelope never raises)."""
-        self.post("local", token, fut.result())
-
-    def _on_local_outcome(self, token: int, outcome: Outcome) -> None:
-        overdue = self._overdue.pop(token, None)
-        if overdue is not None:
-            # It already failed at its deadline; its thread has only now returned, which
-            # frees its max_concurrency slot. The late outcome is dropped.
-            self._release(overdue)
-            return
-        call = self._local.pop(token, None)
-        if call is not None:
-            self._release(call)
-            self._on_outcome(call, outcome)
-
-    def _local_deadline(self, token: int) -> None:
-        """A thread call ran past its timeout: it fails now; its thread runs on, and
-        keeps its max_concurrency slot until it returns."""
-        call = self._local.pop(token, None)
-        if call is not None:
-            self._overdue[token] = call
-            self._fail_attempt(call, timeout_error(call), os.getpid())
 
     def _drop(self, call: Call, exc: BaseException | None) -> None:
         """Finish a call that will not run: cancelled, or one of its inputs failed."""
@@ -483,68 +416,6 @@ class Scheduler:
             if self._dispatched.pop(token, None) is call:
                 self._release(call)
                 self._redispatch(call)
-
-    def _on_batch_failed(
-        self, batch: list[tuple[int, Call]], pool: _pool.Pool, exc: BaseException
-    ) -> None:
-        """The pool broke: blame the call whose worker died; re-dispatch the others
-        without spending an attempt."""
-        if _pool.is_crash(exc):
-            _pool.replace_pool(pool)
-            for _, call in batch:
-                call.run.forget_pool()
-        dead = pool.crash_exitcodes or {}
-        if pool.culprits is None:
-            # Worked out once per break: every batch of the broken pool fails, one
-            # after the other, and the channel forgets the dead workers after the first.
-            pool.culprits = {}
-            if self._channel is not None:
-                for pid in dead:
-                    token = self._channel.running_on(pid)
-                    if token is not None:
-                        pool.culprits[token] = pid
-                self._channel.forget(pool.worker_pids() + list(dead))
-        culprits = pool.culprits
-        for token, call in batch:
-            if self._dispatched.pop(token, None) is not call:
-                continue  # its outcome arrived before the break
-            self._release(call)
-            if call.run.stopping:
-                self._drop(call, CancelledError(f"run {call.run.run_id!r} stopped"))
-            elif token in culprits:
-                pid = culprits[token]
-                if pool.killed_for_timeout.get(pid) == token:
-                    self._fail_attempt(call, timeout_error(call), pid)
-                else:
-                    self._fail_attempt(call, crash_error(call, pid, dead[pid], exc), pid)
-            elif not _pool.is_crash(exc):
-                self._fail_attempt(call, exc, None)
-            else:
-                call.breaks += 1
-                if call.breaks >= 3:  # in flight for three breaks nobody was blamed for
-                    self._fail_attempt(call, crash_error(call, None, None, exc), None)
-                else:
-                    self._redispatch(call)
-
-    def _redispatch(self, call: Call) -> None:
-        """Back to the front of the queue, same attempt: the break was not its doing."""
-        self._ready.appendleft(call)
-
-    def _fail_attempt(self, call: Call, exc: BaseException, pid: int | None) -> None:
-        from .errors import TaskTimeoutError
-
-        envelope = {
-            "type": f"{type(exc).__module__}.{type(exc).__qualname__}",
-            "type_name": type(exc).__name__,
-            "message": str(exc),
-            "traceback": "",
-            "exc": None,
-            "kind": "timeout" if isinstance(exc, TaskTimeoutError) else "crash",
-            "retry": retry_matches(call.policy, exc),
-            "error": exc,
-        }
-        meta = {"pid": pid, "start": call.started or None, "end": time.time(), "cpu": None}
-        self._on_outcome(call, (call.call_id, False, envelope, meta))
 
     def _on_outcome(self, call: Call, outcome: Outcome) -> None:
         _, ok, payload, meta = outcome

@@ -1,0 +1,112 @@
+"""Thread, async and inline calls: run in the driver, not in the process pool.
+
+A mixin of the scheduler (its methods run on the scheduler thread): admission with
+``max_concurrency``, timeouts that cannot stop a thread (the call fails at its deadline
+and keeps its slot until the thread returns), and the hand-back of outcomes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import itertools
+import os
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Protocol
+
+from ._calls import Call
+from ._context import CallInfo
+from ._failures import timeout_error
+from ._worker import Outcome, execute, execute_async, fresh_copy
+
+__all__ = ["LocalCalls"]
+
+
+class _Host(Protocol):
+    """What the mixin uses of the scheduler."""
+
+    _tokens: itertools.count[int]
+    _local: dict[int, Call]
+    _overdue: dict[int, Call]
+    _threads: ThreadPoolExecutor | None
+
+    def post(self, *message: Any) -> None: ...
+    def _admit(self, call: Call) -> bool: ...
+    def _release(self, call: Call) -> None: ...
+    def _after(self, seconds: float, callback: Any) -> None: ...
+    def _fail_attempt(self, call: Call, exc: BaseException, pid: int | None) -> None: ...
+    def _on_outcome(self, call: Call, outcome: Outcome) -> None: ...
+    def _local_callback(self, token: int, fut: Future[Outcome]) -> None: ...
+    def _on_local_outcome(self, token: int, outcome: Outcome) -> None: ...
+    def _local_deadline(self, token: int) -> None: ...
+
+
+class LocalCalls:
+    """Scheduler methods for calls that run in the driver (scheduler thread only)."""
+
+    _threads: ThreadPoolExecutor | None = None  # started on the first thread call
+
+    def _run_local(self: _Host, call: Call) -> None:
+        """Run a thread, async or inline call (they do not use the process pool)."""
+        if not self._admit(call):
+            return
+        call.token = token = next(self._tokens)
+        call.started = time.time()
+        self._local[token] = call
+        info = CallInfo(call.run.run_id, call.call_id, call.attempt, call.task.name)
+        args, kwargs = fresh_copy(call.args, call.kwargs)
+        if call.run.listener is not None:
+            call.run.emit("task_started", call, pid=os.getpid(), attempt=call.attempt)
+        timeout = call.task.timeout
+        if call.executor == "inline":
+            started = time.monotonic()
+            outcome = execute(call.task, args, kwargs, info, call.policy)
+            if timeout is not None and time.monotonic() - started > timeout:
+                # An inline call cannot be stopped; it fails once it returns late.
+                self._local.pop(token, None)
+                self._release(call)
+                self._fail_attempt(call, timeout_error(call), os.getpid())
+                return
+            self._on_local_outcome(token, outcome)
+        elif call.executor == "thread":
+            threads = self._threads
+            if threads is None:
+                threads = self._threads = ThreadPoolExecutor(
+                    max_workers=min(32, (os.cpu_count() or 1) + 4),
+                    thread_name_prefix="procflow-thread",
+                )
+            fut = threads.submit(execute, call.task, args, kwargs, info, call.policy)
+            fut.add_done_callback(functools.partial(self._local_callback, token))
+            if timeout is not None:
+                self._after(timeout, functools.partial(self._local_deadline, token))
+        else:  # async: the deadline is asyncio.wait_for's, inside execute_async
+            loop = call.run.event_loop()
+            coro = execute_async(call, args, kwargs, info)
+            asyncio.run_coroutine_threadsafe(coro, loop).add_done_callback(
+                functools.partial(self._local_callback, token)
+            )
+
+    def _local_callback(self: _Host, token: int, fut: Future[Outcome]) -> None:
+        """Post a thread or async call's outcome (its envelope never raises)."""
+        self.post("local", token, fut.result())
+
+    def _on_local_outcome(self: _Host, token: int, outcome: Outcome) -> None:
+        overdue = self._overdue.pop(token, None)
+        if overdue is not None:
+            # It already failed at its deadline; its thread has only now returned, which
+            # frees its max_concurrency slot. The late outcome is dropped.
+            self._release(overdue)
+            return
+        call = self._local.pop(token, None)
+        if call is not None:
+            self._release(call)
+            self._on_outcome(call, outcome)
+
+    def _local_deadline(self: _Host, token: int) -> None:
+        """A thread call ran past its timeout: it fails now; its thread runs on, and
+        keeps its max_concurrency slot until it returns."""
+        call = self._local.pop(token, None)
+        if call is not None:
+            self._overdue[token] = call
+            self._fail_attempt(call, timeout_error(call), os.getpid())
