@@ -63,16 +63,7 @@ def find_run() -> Run | None:
     return None
 
 
-def active_run_count() -> int:
-    with _active_lock:
-        return len(_active_runs)
-
 
 def current_call() -> CallInfo | None:
     """Inside a task: its run id, call id, attempt and task name; elsewhere None."""
     return current_call_var.get()
-
-
-def in_call() -> bool:
-    return current_call_var.get() is not None
-

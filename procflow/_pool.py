@@ -232,8 +232,3 @@ def shutdown_all(kill: bool = True) -> None:
         _pools.clear()
     for pool in pools:
         pool.shutdown(kill=kill)
-
-
-def all_worker_pids() -> list[int]:
-    with _pools_lock:
-        return [pid for pool in _pools.values() for pid in pool.worker_pids()]
