@@ -639,6 +639,19 @@ def build_systems(workers: int, skip: set[str]) -> dict[str, System | str]:
     return systems
 
 
+def cost_table(rows: list[Row], unit: str) -> str:
+    """Median, minimum and noise of a per-task or per-call cost, one row per system."""
+    return table(
+        ["system", f"{unit} (median)", "min", "IQR/median"],
+        [
+            [r.name, na(r), "", ""]
+            if r.error
+            else [r.name, r.series.median, r.series.best, spread(r.series)]
+            for r in rows
+        ],
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=7)
@@ -696,17 +709,7 @@ def main() -> None:
         measure(rows, "noops", pairs)
         emit(f"\n### W1: {NOOPS:,} no-op tasks, µs per task\n")
         emit(load_note(before))
-        emit(
-            table(
-                ["system", "µs/task (median)", "min", "IQR/median"],
-                [
-                    [r.name, na(r), "", ""]
-                    if r.error
-                    else [r.name, r.series.median, r.series.best, spread(r.series)]
-                    for r in rows
-                ],
-            )
-        )
+        emit(cost_table(rows, "µs/task"))
         emit(
             "\n`procflow` submits with `task.map`; `procflow (call loop)` calls the task once "
             "per item. joblib batches tasks automatically."
@@ -823,17 +826,7 @@ def main() -> None:
         measure(rows, "cache_hits", pairs)
         emit(f"\n### W4: cache hits, µs per call ({CACHE_CALLS:,} calls that all hit)\n")
         emit(load_note(before))
-        emit(
-            table(
-                ["system", "µs/call (median)", "min", "IQR/median"],
-                [
-                    [r.name, na(r), "", ""]
-                    if r.error
-                    else [r.name, r.series.median, r.series.best, spread(r.series)]
-                    for r in rows
-                ],
-            )
-        )
+        emit(cost_table(rows, "µs/call"))
         emit(
             "\nprocflow: one run of 2,000 `CachePolicy` hits (durable store; each hit also "
             "checkpointed in the run). joblib.Memory: 2,000 direct calls in the caller. "
