@@ -177,6 +177,21 @@ def gated(directory: str, name: str, value: Any = None) -> Any:
 
 
 @task
+def neighbour(directory: str) -> list[Any]:
+    """An innocent call in flight while another one crashes or times out: it starts,
+    waits for ``crashing`` (the other call's signal), then for ``observed`` (written by
+    the run's body once the failure reached it), and logs each execution's attempt."""
+    d = Path(directory)
+    attempt = log_attempt(d / "neighbour.ledger")
+    touch(d / "neighbour-started")
+    if not wait_for_file(d / "crashing"):
+        raise AssertionError("the failing call never got going")
+    if not wait_for_file(d / "observed"):
+        raise AssertionError("the driver never observed the failure")
+    return ["neighbour-ok", attempt]
+
+
+@task
 def logged(log: str, value: Any = None) -> Any:
     """Append one line per execution to ``log`` and return ``value``."""
     log_line(log, f"ran {value!r} in {os.getpid()}")

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from core_tasks import log_attempt, touch, wait_for_file
+from core_tasks import log_attempt, neighbour, touch, wait_for_file
 
 import procflow
 from procflow import RetryPolicy, entrypoint, task
@@ -90,18 +90,6 @@ def crashes_once(kind: str, directory: str) -> list[Any]:
         touch(d / "crashing", str(os.getpid()))
         _crash(kind)
     return ["recovered", attempt]
-
-
-@task
-def neighbour(directory: str) -> list[Any]:
-    d = Path(directory)
-    attempt = log_attempt(d / "neighbour.ledger")
-    touch(d / "neighbour-started")
-    if not wait_for_file(d / "crashing"):
-        raise AssertionError("the crasher never got to crash")
-    if not wait_for_file(d / "observed"):
-        raise AssertionError("the driver never observed the crash")
-    return ["neighbour-ok", attempt]
 
 
 @task

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from core_tasks import log_attempt, touch, wait_for_file
+from core_tasks import log_attempt, neighbour, touch, wait_for_file
 
 import procflow
 from procflow import RetryPolicy, entrypoint, task
@@ -59,18 +59,6 @@ def hangs_once(directory: str) -> list[Any]:
         wait_for_file(d / "release", HANG)
         return ["not stopped", attempt]
     return ["done", attempt]
-
-
-@task
-def neighbour(directory: str) -> list[Any]:
-    d = Path(directory)
-    attempt = log_attempt(d / "neighbour.ledger")
-    touch(d / "neighbour-started")
-    if not wait_for_file(d / "crashing"):
-        raise AssertionError("the hanging task never started")
-    if not wait_for_file(d / "observed"):
-        raise AssertionError("the driver never observed the timeout")
-    return ["neighbour-ok", attempt]
 
 
 @task(timeout=0.5)
