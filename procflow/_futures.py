@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures as cf
-import contextlib
 from collections.abc import Callable, Generator, Iterable, Iterator
 from typing import Any, Generic, TypeVar
 
@@ -30,17 +29,15 @@ FIRST_EXCEPTION = cf.FIRST_EXCEPTION
 ALL_COMPLETED = cf.ALL_COMPLETED
 
 # On 3.10 concurrent.futures raises its own TimeoutError class; API.md promises the
-# builtin, which it became (an alias) in 3.11.
-_CF_TIMEOUT: type[BaseException] = cf.TimeoutError
+# builtin, which it became (an alias) in 3.11. Only the wait's own timeout is converted:
+# a call that failed with a TimeoutError (TaskTimeoutError included) re-raises as it is.
+_CF_TIMEOUT_IS_BUILTIN = cf.TimeoutError is TimeoutError
 
 
-@contextlib.contextmanager
-def _builtin_timeout() -> Iterator[None]:
-    """Re-raise concurrent.futures' TimeoutError (its own class on 3.10) as the builtin."""
-    try:
-        yield
-    except _CF_TIMEOUT as exc:
-        raise TimeoutError(str(exc) or "timed out waiting for the task's result") from None
+def _builtin_timeout(exc: BaseException) -> BaseException:
+    if type(exc) is cf.TimeoutError and not _CF_TIMEOUT_IS_BUILTIN:
+        return TimeoutError(str(exc) or "timed out waiting for the task's result")
+    return exc
 
 
 class TaskFuture(cf.Future[T], Generic[T]):
@@ -72,13 +69,21 @@ class TaskFuture(cf.Future[T], Generic[T]):
 
     def result(self, timeout: float | None = None) -> T:
         self.observed = True
-        with _builtin_timeout():
+        if _CF_TIMEOUT_IS_BUILTIN:  # the hot path: nothing to convert
             return super().result(timeout)
+        try:
+            return super().result(timeout)
+        except cf.TimeoutError as exc:
+            if self.done() and super().exception(0) is exc:  # the call's own failure
+                raise
+            raise _builtin_timeout(exc) from None
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
         self.observed = True
-        with _builtin_timeout():
+        try:
             return super().exception(timeout)
+        except cf.TimeoutError as exc:  # only ever the wait's own timeout here
+            raise _builtin_timeout(exc) from None
 
     def __await__(self) -> Generator[Any, None, T]:
         self.observed = True
@@ -111,8 +116,15 @@ def as_completed(
     for fut in futures:
         if isinstance(fut, TaskFuture):
             fut.observed = True
-    with _builtin_timeout():
-        yield from cf.as_completed(futures, timeout=timeout)
+    done = cf.as_completed(futures, timeout=timeout)
+    while True:
+        try:
+            fut = next(done)
+        except StopIteration:
+            return
+        except cf.TimeoutError as exc:  # as_completed's own timeout
+            raise _builtin_timeout(exc) from None
+        yield fut
 
 
 def gather(*futures: cf.Future[Any]) -> TaskFuture[list[Any]]:

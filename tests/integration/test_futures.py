@@ -207,3 +207,37 @@ def test_gather_result_order_and_failure() -> None:
         return [values, procflow.gather().result(timeout=T)]
 
     assert main.invoke() == [[0, 1, 4, 9, 16], []]
+
+
+@procflow.task(executor="inline")
+def raises_timeout_error() -> int:
+    raise TimeoutError("the task's own")
+
+
+@procflow.task(executor="thread", timeout=0.2)
+def outlives_timeout(gate: str) -> int:
+    wait_for_file(gate)
+    return 1
+
+
+def test_result_reraises_a_calls_own_timeout_error_unchanged(tmp_path: Path) -> None:
+    """Only the wait's timeout is converted: a call that failed with a TimeoutError
+    (TaskTimeoutError included) re-raises that exception, not a new one."""
+    gate = tmp_path / "gate"
+
+    seen: list[BaseException] = []
+
+    @entrypoint(checkpointer=False, max_workers=1)
+    def main() -> None:
+        for fut in (raises_timeout_error(), outlives_timeout(str(gate))):
+            try:
+                fut.result(timeout=T)
+            except TimeoutError as exc:
+                seen.append(exc)
+        touch(gate)  # lets the timed-out thread finish
+
+    main.invoke()
+    own, timed_out = seen
+    assert type(own) is TimeoutError and str(own) == "the task's own"
+    assert isinstance(timed_out, procflow.errors.TaskTimeoutError), repr(timed_out)
+    assert "outlives_timeout" in str(timed_out)
