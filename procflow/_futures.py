@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures as cf
+import sys
 from collections.abc import Callable, Generator, Iterable, Iterator
 from typing import Any, Generic, TypeVar
 
@@ -31,7 +32,7 @@ ALL_COMPLETED = cf.ALL_COMPLETED
 # On 3.10 concurrent.futures raises its own TimeoutError class; API.md promises the
 # builtin, which it became (an alias) in 3.11. Only the wait's own timeout is converted:
 # a call that failed with a TimeoutError (TaskTimeoutError included) re-raises as it is.
-_CF_TIMEOUT_IS_BUILTIN = cf.TimeoutError is TimeoutError
+_CF_TIMEOUT_IS_BUILTIN = sys.version_info >= (3, 11)
 
 
 def _builtin_timeout(exc: BaseException) -> BaseException:
