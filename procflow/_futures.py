@@ -29,16 +29,18 @@ FIRST_COMPLETED = cf.FIRST_COMPLETED
 FIRST_EXCEPTION = cf.FIRST_EXCEPTION
 ALL_COMPLETED = cf.ALL_COMPLETED
 
-# On 3.10 concurrent.futures raises its own TimeoutError class; API.md promises the
-# builtin, which it became (an alias) in 3.11. Only the wait's own timeout is converted:
-# a call that failed with a TimeoutError (TaskTimeoutError included) re-raises as it is.
+# API.md promises the builtin TimeoutError for a wait that timed out; on 3.10
+# concurrent.futures raises a class of its own (an alias of the builtin since 3.11).
+# Only the wait's own timeout is replaced: a call that failed with a TimeoutError
+# (TaskTimeoutError included) re-raises that exception unchanged.
 _CF_TIMEOUT_IS_BUILTIN = sys.version_info >= (3, 11)
 
 
-def _builtin_timeout(exc: BaseException) -> BaseException:
-    if type(exc) is cf.TimeoutError and not _CF_TIMEOUT_IS_BUILTIN:
-        return TimeoutError(str(exc) or "timed out waiting for the task's result")
-    return exc
+def _wait_timeout(future: TaskFuture[Any], timeout: float | None) -> TimeoutError:
+    return TimeoutError(
+        f"timed out after {timeout} s waiting for the result of task {future.task_name!r} "
+        f"(call {future.call_id[:16]}); the call goes on: wait again, or cancel() it"
+    )
 
 
 class TaskFuture(cf.Future[T], Generic[T]):
@@ -70,21 +72,19 @@ class TaskFuture(cf.Future[T], Generic[T]):
 
     def result(self, timeout: float | None = None) -> T:
         self.observed = True
-        if _CF_TIMEOUT_IS_BUILTIN:  # the hot path: nothing to convert
-            return super().result(timeout)
         try:
             return super().result(timeout)
         except cf.TimeoutError as exc:
             if self.done() and super().exception(0) is exc:  # the call's own failure
                 raise
-            raise _builtin_timeout(exc) from None
+            raise _wait_timeout(self, timeout) from None
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
         self.observed = True
         try:
             return super().exception(timeout)
-        except cf.TimeoutError as exc:  # only ever the wait's own timeout here
-            raise _builtin_timeout(exc) from None
+        except cf.TimeoutError:  # only ever the wait's own timeout here
+            raise _wait_timeout(self, timeout) from None
 
     def __await__(self) -> Generator[Any, None, T]:
         self.observed = True
@@ -124,7 +124,9 @@ def as_completed(
         except StopIteration:
             return
         except cf.TimeoutError as exc:  # as_completed's own timeout
-            raise _builtin_timeout(exc) from None
+            if _CF_TIMEOUT_IS_BUILTIN:
+                raise
+            raise TimeoutError(str(exc)) from None
         yield fut
 
 
