@@ -37,11 +37,16 @@ _clock: Clock = time.time
 
 
 def cache_key(
-    task: Task[Any, Any], policy: CachePolicy, args: list[Any], kwargs: dict[str, Any]
+    task: Task[Any, Any],
+    policy: CachePolicy,
+    args: list[Any],
+    kwargs: dict[str, Any],
+    arg_text: str | None = None,
 ) -> str:
-    """The cache key of a call with these JSON-shaped arguments."""
+    """The cache key of a call with these JSON-shaped arguments (``arg_text``: their
+    canonical JSON, when the caller has it already)."""
     if policy.key_func is None:
-        argument_part = _keys.canonical_json([args, kwargs])
+        argument_part = _keys.canonical_json([args, kwargs]) if arg_text is None else arg_text
     else:
         typed_args, typed_kwargs = task.from_plain_args(args, kwargs)
         argument_part = policy.argument_key(typed_args, typed_kwargs, "")
@@ -94,7 +99,7 @@ class ResultCache:
         policy = self.policy_for(call)
         if policy is None:
             return False
-        call.cache_key = cache_key(call.task, policy, call.args, call.kwargs)
+        call.cache_key = cache_key(call.task, policy, call.args, call.kwargs, call.arg_text)
         return True
 
     def lookup_many(self, calls: list[Call]) -> dict[str, str]:

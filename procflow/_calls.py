@@ -27,8 +27,10 @@ class Call:
     """One call: its identity, its JSON-shaped arguments, its future and its progress."""
 
     __slots__ = (
+        "arg_text",
         "args",
         "attempt",
+        "attempt_json",
         "attempts",
         "breaks",
         "cache_key",
@@ -76,6 +78,11 @@ class Call:
         self.cache_key: str | None = None  # set on a cache miss: store the result there
         # One dict per finished attempt (pid, start, end, cpu, error): the store keeps it.
         self.attempts: list[dict[str, Any]] = []
+        # The JSON text of the last attempt record, when the worker sent one (_entries).
+        self.attempt_json: str | None = None
+        # The canonical JSON of args and kwargs while they hold no future marker (the
+        # call id's text, which a cache key reuses).
+        self.arg_text: str | None = None
 
     def __repr__(self) -> str:
         return f"<Call {self.task.name!r} {self.call_id[:12]} attempt {self.attempt}>"

@@ -13,12 +13,13 @@ import random
 import threading
 import warnings
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import CancelledError, Future
 from typing import TYPE_CHECKING, Any
 
 from . import _keys, _serde
 from ._cache import ResultCache
 from ._calls import Call, has_marker, mark_futures
+from ._entries import entry_text
 from ._events import Event
 from ._futures import TaskFuture
 
@@ -120,31 +121,36 @@ class Run:
         self, task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> TaskFuture[Any]:
         deps: list[TaskFuture[Any]] = []
-        marked_args = [mark_futures(a, deps) for a in args]
-        marked_kwargs = {k: mark_futures(v, deps) for k, v in kwargs.items()}
+        marked_args = tuple([mark_futures(a, deps) for a in args])
+        marked_kwargs = {k: mark_futures(v, deps) for k, v in kwargs.items()} if kwargs else {}
         lenient: frozenset[str] = frozenset()
         if deps and task.annotated:
-            bound = task._bind(tuple(marked_args), marked_kwargs)
+            bound = task._bind(marked_args, marked_kwargs)
             lenient = frozenset(n for n, v in bound.arguments.items() if has_marker(v))
-        args_plain, kwargs_plain = task.to_plain_args(tuple(marked_args), marked_kwargs, lenient)
+        args_plain, kwargs_plain = task.to_plain_args(marked_args, marked_kwargs, lenient)
         canonical = _keys.canonical_json([args_plain, kwargs_plain])
         key = _keys.digest(task.name + "\x1f" + canonical)
-        with self._lock:
+        index = self.index
+        with self._lock:  # one lock round per call: counts, and outstanding unless replayed
             nth = self._counts.get(key, 0)
             self._counts[key] = nth + 1
             self.calls_made += 1
-        call_id = key if nth == 0 else f"{key}.{nth}"
+            call_id = key if nth == 0 else f"{key}.{nth}"
+            entry = index.get(call_id) if index else None
+            if entry is None:
+                self._outstanding += 1
         future: TaskFuture[Any] = TaskFuture(task.name, call_id)
 
-        entry = self.index.get(call_id)
         if entry is not None:
             self.matched.add(call_id)
-        if entry is not None and self._replayable(task, entry):
-            plain = _serde.loads(entry["value"])
-            future.plain = plain
-            future.set_result(task.result_codec().from_plain(plain))
-            self.emit_replayed(task, call_id)
-            return future
+            if self._replayable(task, entry):
+                plain = _serde.loads(entry["value"])
+                future.plain = plain
+                future.set_result(task.result_codec().from_plain(plain))
+                self.emit_replayed(task, call_id)
+                return future
+            with self._lock:
+                self._outstanding += 1
 
         call = Call(
             self,
@@ -157,8 +163,8 @@ class Run:
             self._executor_for(task),
             task.retry_policy or self.retry_policy,
         )
-        with self._lock:
-            self._outstanding += 1
+        if not deps:
+            call.arg_text = canonical
         if self.listener is not None:
             self.emit("task_submitted", call)
         self.scheduler.post("call", call)
@@ -243,40 +249,27 @@ class Run:
                 cache_entries.extend(CacheEntry(**entry) for entry in meta["cache_entries"])
         if self.store is None or self.run_id is None:
             return
-        entries = []
-        for call, ok, payload, meta in items:
-            entry: dict[str, Any] = {
-                "call": call.call_id,
-                "task": call.task.name,
-                "fp": call.task.fingerprint,
-                "status": "ok" if ok else "error",
-                "attempts": call.attempts,
-                "session": self.session,
-            }
-            if call.dep_ids:
-                entry["deps"] = call.dep_ids
-            if ok:
-                entry["value"] = payload
-                if meta.get("cached"):
-                    entry["cached"] = True
-            else:
-                entry["error"] = {
-                    "type": payload["type"],
-                    "message": payload["message"][:2000],
-                    "kind": payload["kind"],
-                    "traceback": payload["traceback"][-8000:],
-                }
-            entries.append(entry)
+        session = self.session
+        entries = [
+            entry_text(call, ok, payload, bool(meta.get("cached")), session)
+            for call, ok, payload, meta in items
+        ]
         if _fault_hooks.before_commit is not None:
             _fault_hooks.before_commit(len(entries))
         self.store.commit(self.run_id, entries, cache_entries=cache_entries)
         if _fault_hooks.after_commit is not None:
             _fault_hooks.after_commit(len(entries))
 
-    def call_finished(self, call: Call) -> None:
+    def call_finished(self, call: Call, failed: bool | None = None) -> None:
+        """A call's future is final (``failed``: it holds an exception; None: look)."""
         future = call.future
-        # Future.exception, not TaskFuture's: this look is ours, not the user's.
-        if not future.cancelled() and Future.exception(future, 0) is not None:
+        if failed is None:
+            try:
+                # Future.exception, not TaskFuture's: this look is ours, not the user's.
+                failed = Future.exception(future, 0) is not None
+            except CancelledError:
+                failed = False
+        if failed:
             with self._lock:
                 self.unobserved_failures.append(future)
         with self._idle:

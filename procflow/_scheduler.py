@@ -30,6 +30,7 @@ from . import _pool, _serde
 from ._calls import Call, substitute
 from ._channel import Channel, get_channel
 from ._claims import get_board
+from ._entries import encode_attempt
 from ._failures import PoolBreaks, attempt_duration
 from ._local import LocalCalls
 from ._worker import (
@@ -256,6 +257,7 @@ class Scheduler(LocalCalls, PoolBreaks):
                     self._drop(call, exc)
                 continue
             now = time.time()
+            encoded: dict[int, str] = {}  # attempt number -> its record's text
             for call in calls:
                 text = hits.get(call.cache_key or "")
                 if text is None:
@@ -267,6 +269,9 @@ class Scheduler(LocalCalls, PoolBreaks):
                 call.cache_key = None  # a hit: nothing new to store
                 meta = {"pid": None, "start": now, "end": now, "cpu": 0.0, "cached": True}
                 call.attempts.append(dict(meta, attempt=call.attempt))
+                if call.attempt not in encoded:
+                    encoded[call.attempt] = encode_attempt(meta, call.attempt)
+                call.attempt_json = encoded[call.attempt]
                 self._to_commit.append((call, True, text, meta))
 
     def _start(self, call: Call) -> None:
@@ -430,6 +435,7 @@ class Scheduler(LocalCalls, PoolBreaks):
         if meta.get("start") is not None and meta.get("end") is not None:
             stats = self._stats.setdefault(call.task.name, _TaskStats())
             stats.observe(meta["end"] - meta["start"])
+        call.attempt_json = meta.pop("attempt_json", None)
         attempt_record = dict(meta, attempt=call.attempt)
         if not ok:
             attempt_record["error"] = f"{payload['type_name']}: {payload['message']}"[:2000]
@@ -505,6 +511,8 @@ class Scheduler(LocalCalls, PoolBreaks):
                     else:
                         call.future.plain = plain
                         call.future.set_result(value)
+                        self._settled(call, failed=False)
+                        continue
                 else:
                     if run.listener is not None:
                         run.emit(
@@ -519,8 +527,9 @@ class Scheduler(LocalCalls, PoolBreaks):
                     call.future.set_exception(error)
                 self._settled(call)
 
-    def _settled(self, call: Call) -> None:
-        """The call's future is final: wake its dependents, tell the run."""
+    def _settled(self, call: Call, failed: bool | None = None) -> None:
+        """The call's future is final: wake its dependents, tell the run (``failed``:
+        whether it holds an exception, when the caller knows)."""
         dependents = getattr(call.future, "dependents", None)
         if dependents:
             call.future.dependents = None  # type: ignore[attr-defined]
@@ -528,7 +537,7 @@ class Scheduler(LocalCalls, PoolBreaks):
                 dependent.pending -= 1
                 if dependent.pending == 0:
                     self._make_ready(dependent)
-        call.run.call_finished(call)
+        call.run.call_finished(call, failed)
 
     # -- stopping a run ------------------------------------------------------------------
     def cancel_run(self, run: Any) -> None:

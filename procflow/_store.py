@@ -31,6 +31,7 @@ from typing import Any
 
 import diskcache
 
+from procflow._entries import dumps as _dumps
 from procflow.errors import StoreError
 
 __all__ = ["FORMAT_VERSION", "CacheEntry", "Store"]
@@ -249,13 +250,16 @@ class Store:
 
     def _cache_fields(self, key: str, text: str) -> tuple[float, float | None, str]:
         header, _, value = text.partition("\n")
-        times = self._parse(key, header, list)
-        if len(times) != 2 or not all(
-            isinstance(t, (int, float)) for t in (times[0], times[1] or 0)
-        ):
+        # "[stored_at,expires_at]" as _encode_cache writes it: read without the JSON
+        # decoder, which a lookup of thousands of keys would pay for each.
+        stored, comma, expires = header[1:-1].partition(",")
+        try:
+            if header[:1] != "[" or header[-1:] != "]" or not comma:
+                raise ValueError(header)
+            return float(stored), None if expires == "null" else float(expires), value
+        except ValueError:
             what = f"cache entry {key!r} has a damaged header {header!r}"
-            raise StoreError(f"{self._where}: {what}; drop it with Store.cache_clear()")
-        return times[0], times[1], value
+            raise StoreError(f"{self._where}: {what}; drop it with Store.cache_clear()") from None
 
     # -- run records -------------------------------------------------------------------
 
@@ -325,16 +329,21 @@ class Store:
     def commit(
         self,
         run_id: str,
-        entries: list[dict[str, Any]],
+        entries: Sequence[dict[str, Any] | str],
         *,
         cache_entries: Sequence[CacheEntry] = (),
         run_record: dict[str, Any] | None = None,
     ) -> None:
-        """Write ``entries`` as one chunk, the cache entries and the record atomically."""
+        """Write ``entries`` as one chunk, the cache entries and the record atomically.
+
+        An entry is a dict, or the JSON text of one (``_entries.entry_text``).
+        """
         if run_record is not None and _run_id_of(run_record) != run_id:
             raise ValueError(f"run_record is for run {run_record['run_id']!r}, not {run_id!r}")
         # Encode before taking the write lock, which is then held for SQL only.
-        chunk = _dumps(entries) if entries else None
+        chunk = None
+        if entries:
+            chunk = "[" + ",".join(e if isinstance(e, str) else _dumps(e) for e in entries) + "]"
         cached = [(_CACHE + e.key, _encode_cache(e), _CACHE_TAG + e.task) for e in cache_entries]
         record = None if run_record is None else _dumps(run_record)
         tag, cache, seq = _RUN_TAG + run_id, self._c, -1
@@ -524,11 +533,6 @@ def _run_id_of(record: dict[str, Any]) -> str:
     if not isinstance(run_id, str) or not run_id:
         raise ValueError(f"a run record needs a non-empty str 'run_id', got {run_id!r}")
     return run_id
-
-
-def _dumps(value: Any) -> str:
-    # ensure_ascii (the default) escapes lone surrogates, which SQLite cannot store.
-    return json.dumps(value, separators=(",", ":"))
 
 
 def _encode_cache(entry: CacheEntry) -> str:

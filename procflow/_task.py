@@ -81,6 +81,7 @@ class Task(Generic[P, R]):
         self._annotated: bool | None = None
         self._payload: bytes | None = None
         self._param_codecs: dict[str, _serde.Codec] | None = None
+        self._result_codec: _serde.Codec | None = None
         self._simple: tuple[list[_serde.Codec], int] | None = None
         self._fingerprint: str | None = None
         self._fingerprint_code: Any = None
@@ -148,7 +149,10 @@ class Task(Generic[P, R]):
         return self._fingerprint
 
     def result_codec(self) -> _serde.Codec:
-        return _serde.codec_for(_type_hints(self.fn).get("return", _serde.NO_ANNOTATION))
+        if self._result_codec is None:
+            hints = _type_hints(self.fn)
+            self._result_codec = _serde.codec_for(hints.get("return", _serde.NO_ANNOTATION))
+        return self._result_codec
 
     def to_plain_args(
         self, args: tuple[Any, ...], kwargs: dict[str, Any], lenient: frozenset[str] = frozenset()
@@ -169,6 +173,8 @@ class Task(Generic[P, R]):
         positional = self._positional_codecs(args, kwargs)
         if positional is not None and not lenient:
             # The common case (positional arguments only) without Signature.bind.
+            if len(args) == 1:
+                return [positional[0].to_plain(args[0], "args[0]", self.name)], {}
             return [
                 codec.to_plain(a, f"args[{i}]", self.name)
                 for i, (a, codec) in enumerate(zip(args, positional, strict=False))

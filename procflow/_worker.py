@@ -23,6 +23,7 @@ from ._channel import connect_worker, worker_send
 from ._claims import attach as attach_claims
 from ._claims import claim
 from ._context import CallInfo, current_call_var
+from ._entries import encode_attempt
 from ._futures import TaskFuture
 from .errors import NotSerializableError, OutsideRunError, TaskError
 
@@ -82,6 +83,9 @@ def execute(
         # Entries that nested calls cached: the driver commits them with this outcome.
         meta["cache_entries"] = _new_cache_entries[:]
         _new_cache_entries.clear()
+    elif ok:
+        # Encoded here, off the driver's thread: its checkpoint entry is built around it.
+        meta["attempt_json"] = encode_attempt(meta, info.attempt)
     return (info.call_id, ok, payload, meta)
 
 
