@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Call", "mark_futures", "substitute"]
 
-_SCALARS = (str, int, float, bool, type(None))
+SCALARS = frozenset({str, int, float, bool, type(None)})  # types that hold no future
 
 
 class Call:
@@ -43,6 +43,7 @@ class Call:
         "pending",
         "policy",
         "run",
+        "running",
         "started",
         "task",
         "token",
@@ -83,6 +84,7 @@ class Call:
         # The canonical JSON of args and kwargs while they hold no future marker (the
         # call id's text, which a cache key reuses).
         self.arg_text: str | None = None
+        self.running = False  # the future is marked running (_scheduler._mark_running)
 
     def __repr__(self) -> str:
         return f"<Call {self.task.name!r} {self.call_id[:12]} attempt {self.attempt}>"
@@ -91,7 +93,7 @@ class Call:
 def mark_futures(value: Any, deps: list[TaskFuture[Any]]) -> Any:
     """``value`` with every TaskFuture inside replaced by its marker (copied only if any)."""
     kind = type(value)
-    if kind in _SCALARS:
+    if kind in SCALARS:
         return value
     if isinstance(value, TaskFuture):
         if not value.call_id:

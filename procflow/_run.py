@@ -12,13 +12,13 @@ import asyncio
 import random
 import threading
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import CancelledError, Future
 from typing import TYPE_CHECKING, Any
 
 from . import _keys, _serde
 from ._cache import ResultCache
-from ._calls import Call, has_marker, mark_futures
+from ._calls import SCALARS, Call, has_marker, mark_futures
 from ._entries import entry_text
 from ._events import Event
 from ._futures import TaskFuture
@@ -120,8 +120,40 @@ class Run:
     def submit(
         self, task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> TaskFuture[Any]:
+        future, call = self._prepare(task, args, kwargs)
+        if call is not None:
+            self.scheduler.post("call", call)
+        return future
+
+    def submit_many(
+        self, task: Task[Any, Any], arg_tuples: Iterable[tuple[Any, ...]]
+    ) -> list[TaskFuture[Any]]:
+        """``submit`` of one call per argument tuple, handed to the scheduler as one
+        message (``Task.map``). Calls prepared before one that fails validation are
+        still submitted, as they would have been one by one."""
+        futures: list[TaskFuture[Any]] = []
+        calls: list[Call] = []
+        try:
+            for args in arg_tuples:
+                future, call = self._prepare(task, args, {})
+                futures.append(future)
+                if call is not None:
+                    calls.append(call)
+        finally:
+            if calls:
+                self.scheduler.post("calls", calls)
+        return futures
+
+    def _prepare(
+        self, task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[TaskFuture[Any], Call | None]:
+        """Validate a call and give it its id and future; no Call when it replays."""
         deps: list[TaskFuture[Any]] = []
-        marked_args = tuple([mark_futures(a, deps) for a in args])
+        marked_args = args
+        for arg in args:
+            if type(arg) not in SCALARS:  # else nothing to mark: skip the copy
+                marked_args = tuple([mark_futures(a, deps) for a in args])
+                break
         marked_kwargs = {k: mark_futures(v, deps) for k, v in kwargs.items()} if kwargs else {}
         lenient: frozenset[str] = frozenset()
         if deps and task.annotated:
@@ -148,7 +180,7 @@ class Run:
                 future.plain = plain
                 future.set_result(task.result_codec().from_plain(plain))
                 self.emit_replayed(task, call_id)
-                return future
+                return future, None
             with self._lock:
                 self._outstanding += 1
 
@@ -167,8 +199,7 @@ class Run:
             call.arg_text = canonical
         if self.listener is not None:
             self.emit("task_submitted", call)
-        self.scheduler.post("call", call)
-        return future
+        return future, call
 
     def load_index(self, entries: list[dict[str, Any]]) -> None:
         """Index the calls that succeeded in earlier attempts of this run (once, at resume).
@@ -260,20 +291,26 @@ class Run:
         if _fault_hooks.after_commit is not None:
             _fault_hooks.after_commit(len(entries))
 
-    def call_finished(self, call: Call, failed: bool | None = None) -> None:
-        """A call's future is final (``failed``: it holds an exception; None: look)."""
+    def call_finished(self, call: Call) -> None:
+        """A call's future is final (any outcome); it may hold a failure to warn about."""
         future = call.future
-        if failed is None:
-            try:
-                # Future.exception, not TaskFuture's: this look is ours, not the user's.
-                failed = Future.exception(future, 0) is not None
-            except CancelledError:
-                failed = False
+        try:
+            # Future.exception, not TaskFuture's: this look is ours, not the user's.
+            failed = Future.exception(future, 0) is not None
+        except CancelledError:
+            failed = False
         if failed:
             with self._lock:
                 self.unobserved_failures.append(future)
+        self._finished(1)
+
+    def calls_succeeded(self, count: int) -> None:
+        """``count`` calls' futures hold their results (told once per group commit)."""
+        self._finished(count)
+
+    def _finished(self, count: int) -> None:
         with self._idle:
-            self._outstanding -= 1
+            self._outstanding -= count
             if self._outstanding == 0:
                 self._idle.notify_all()
 

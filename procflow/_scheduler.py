@@ -153,6 +153,9 @@ class Scheduler(LocalCalls, PoolBreaks):
         kind = message[0]
         if kind == "call":
             self._on_new_call(message[1])
+        elif kind == "calls":  # Task.map's calls, in order
+            for call in message[1]:
+                self._on_new_call(call)
         elif kind == "batch":
             self._on_batch_done(message[1], message[2])
         elif kind == "local":
@@ -309,7 +312,7 @@ class Scheduler(LocalCalls, PoolBreaks):
                 call.token = token = next(self._tokens)
                 self._dispatched[token] = call
                 self.claims.reset(token)
-                if not call.future.running():
+                if not call.running:
                     call.future.revoke = functools.partial(self.claims.revoke, token)
                 specs.append(
                     (
@@ -489,6 +492,7 @@ class Scheduler(LocalCalls, PoolBreaks):
                         call.future.set_exception(exc)
                     self._settled(call)
                 continue
+            succeeded = 0  # told to the run at once: one lock round, not one per call
             for call, ok, payload, meta in items:
                 # Events first (the commit is done), then the future: a body waiting on
                 # this result cannot submit its next call before this call's event.
@@ -511,7 +515,8 @@ class Scheduler(LocalCalls, PoolBreaks):
                     else:
                         call.future.plain = plain
                         call.future.set_result(value)
-                        self._settled(call, failed=False)
+                        self._wake_dependents(call)
+                        succeeded += 1
                         continue
                 else:
                     if run.listener is not None:
@@ -526,10 +531,15 @@ class Scheduler(LocalCalls, PoolBreaks):
                     )
                     call.future.set_exception(error)
                 self._settled(call)
+            if succeeded:
+                run.calls_succeeded(succeeded)
 
-    def _settled(self, call: Call, failed: bool | None = None) -> None:
-        """The call's future is final: wake its dependents, tell the run (``failed``:
-        whether it holds an exception, when the caller knows)."""
+    def _settled(self, call: Call) -> None:
+        """The call's future is final: wake its dependents, tell the run."""
+        self._wake_dependents(call)
+        call.run.call_finished(call)
+
+    def _wake_dependents(self, call: Call) -> None:
         dependents = getattr(call.future, "dependents", None)
         if dependents:
             call.future.dependents = None  # type: ignore[attr-defined]
@@ -537,7 +547,6 @@ class Scheduler(LocalCalls, PoolBreaks):
                 dependent.pending -= 1
                 if dependent.pending == 0:
                     self._make_ready(dependent)
-        call.run.call_finished(call, failed)
 
     # -- stopping a run ------------------------------------------------------------------
     def cancel_run(self, run: Any) -> None:
@@ -554,7 +563,7 @@ class Scheduler(LocalCalls, PoolBreaks):
                 held.remove(call)
                 self._drop(call, None)
         for call in list(self._dispatched.values()):
-            if call.run is run and not call.future.running():
+            if call.run is run and not call.running:
                 call.future.cancel()  # waiting in a worker's queue: revoked, never runs
 
 
@@ -567,10 +576,12 @@ class Scheduler(LocalCalls, PoolBreaks):
 def _mark_running(call: Call) -> bool:
     """Mark the future running at its first dispatch; False if it was cancelled.
 
-    A retry or a re-dispatch after a pool break finds it running already.
+    A retry or a re-dispatch after a pool break finds it running already (a running
+    future cannot be cancelled, so the flag stays true).
     """
-    future = call.future
-    return future.running() or future.set_running_or_notify_cancel()
+    if not call.running:
+        call.running = call.future.set_running_or_notify_cancel()
+    return call.running
 
 
 

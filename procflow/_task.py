@@ -13,13 +13,16 @@ import inspect
 import os
 import sys
 from collections.abc import Callable, Iterable
-from typing import Any, Generic, Literal, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar, overload
 
 from . import _serde
 from ._context import current_call_var, find_run
 from ._futures import TaskFuture
 from ._policies import CachePolicy, RetryPolicy
 from .errors import OutsideRunError
+
+if TYPE_CHECKING:
+    from ._run import Run
 
 __all__ = ["Task", "task"]
 
@@ -95,6 +98,19 @@ class Task(Generic[P, R]):
             from ._worker import run_nested
 
             return run_nested(self, args, kwargs, info)
+        return self._find_run().submit(self, args, kwargs)
+
+    def map(self, *iterables: Iterable[Any]) -> list[TaskFuture[R]]:
+        """One call per item, like the builtin ``map``: ``add.map([1, 2], [10, 20])``
+        calls ``add(1, 10)`` and ``add(2, 20)``. Returns the futures, in order."""
+        if not iterables:
+            raise TypeError(f"task {self.name!r}.map() needs at least one iterable")
+        if current_call_var.get() is None:
+            # Submitted together: one message to the scheduler instead of one per call.
+            return self._find_run().submit_many(self, zip(*iterables, strict=False))
+        return [self(*items) for items in zip(*iterables, strict=False)]
+
+    def _find_run(self) -> Run:
         run = find_run()
         if run is None:
             raise OutsideRunError(
@@ -103,14 +119,7 @@ class Task(Generic[P, R]):
                 "several runs are active, run the thread in the body's context with "
                 "contextvars.copy_context().run(...)"
             )
-        return run.submit(self, args, kwargs)
-
-    def map(self, *iterables: Iterable[Any]) -> list[TaskFuture[R]]:
-        """One call per item, like the builtin ``map``: ``add.map([1, 2], [10, 20])``
-        calls ``add(1, 10)`` and ``add(2, 20)``. Returns the futures, in order."""
-        if not iterables:
-            raise TypeError(f"task {self.name!r}.map() needs at least one iterable")
-        return [self(*items) for items in zip(*iterables, strict=False)]
+        return run
 
     # -- argument handling ---------------------------------------------------------
     @property

@@ -267,6 +267,25 @@ def test_map_with_one_and_several_iterables() -> None:
     assert main.invoke() == [[0, 1, 4, 9, 16], [11, 22], [11, 22], []]
 
 
+def test_map_with_a_bad_item_raises_and_still_runs_the_calls_before_it(tmp_path: Path) -> None:
+    """map() submits its calls together; one that fails validation raises at once, and
+    the calls before it run as they would have one by one (the run does not wait for
+    calls that were never handed over)."""
+    log = str(tmp_path / "log")
+
+    @entrypoint(checkpointer=tmp_path / "store", max_workers=2)
+    def main() -> str:
+        try:
+            ct.logged.map([log] * 3, [1, 2, {3}])  # a set is not JSON
+        except procflow.errors.NotSerializableError as exc:
+            return str(exc)
+        return "no error"
+
+    message = main.invoke()
+    assert "args[1]" in message and ct.logged.name in message
+    assert sorted(line.split()[1] for line in read_log(log)) == ["1", "2"]
+
+
 # -- the end of a run ------------------------------------------------------------------------
 class BodyError(Exception):
     pass
