@@ -9,9 +9,12 @@ listener in the driver and read by one thread, which keeps:
 - ``running``: pid -> (dispatch token, monotonic start) of the call each worker runs;
 - the outcomes and start notices received since the scheduler last took them.
 
-Workers report each call's outcome as soon as it finishes, so inside a batch results are
-committed one group at a time rather than at the end of the batch; one "step" message
-carries a call's outcome and the start of the next call of the batch. ``drain()`` reads
+Workers report outcomes while a batch runs, so inside a batch results are committed one
+group at a time rather than at the end of the batch; one "step" message carries the
+outcomes finished since the last one and the start of the next call. A lone call's
+start and outcome are sent at once; a batch of short calls sends a step every couple of
+milliseconds (``_worker.REPORT_SECONDS``), and the starts it leaves out are on the
+claims board (``_claims``), where crash attribution finds them. ``drain()`` reads
 everything already sent (a dead worker's messages are all in its socket before its EOF)
 so that a crash is never blamed before the messages that precede it are seen.
 """
@@ -102,11 +105,11 @@ class Channel:
                 self._record(message)
 
     def _record(self, message: tuple[Any, ...]) -> None:
-        # ("step", pid, finished token | None, its outcome | None, next token | None):
-        # one message per call carries the previous call's outcome and the next's start.
-        _, pid, done_token, outcome, next_token = message
+        # ("step", pid, [(finished token, its outcome)...], next token | None): the
+        # outcomes finished since the worker's last message, and the next call's start.
+        _, pid, done, next_token = message
         with self._lock:
-            if done_token is not None:
+            for done_token, outcome in done:
                 if self.running.get(pid, (None,))[0] == done_token:
                     del self.running[pid]
                 self._outcomes.append((done_token, outcome))

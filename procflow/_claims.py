@@ -3,10 +3,12 @@
 Each worker has one more call queued behind the one it runs (so it never idles waiting
 for the driver), yet API.md promises that ``cancel()`` succeeds until a call starts,
 and that then it never runs. So starting and cancelling race for the call, and exactly
-one may win: both sides flip the call's byte on a small shared board (a memory-mapped
+one may win: both sides write the call's slot on a small shared board (a memory-mapped
 file) under an ``flock`` of that file. The kernel drops the lock of a process that dies,
 so a worker killed mid-claim cannot wedge the others (a shared multiprocessing lock
-could). States: 0 queued, 1 started by a worker, 2 revoked by the driver.
+could). A slot holds 0 (queued), -1 (revoked by the driver) or the pid of the worker that
+started the call: when a worker dies, the board says which calls it had started, even
+those it had not announced yet (a batch of short calls reports in groups, see _worker).
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ import threading
 __all__ = ["ClaimBoard", "attach", "claim"]
 
 SLOTS = 1 << 16  # dispatch tokens wrap around; far more than can be in flight at once
-QUEUED, STARTED, REVOKED = 0, 1, 2
+QUEUED, REVOKED = 0, -1
+_SLOT_BYTES = 4  # a C int: a pid
 
 
 def _board_dir() -> str | None:
@@ -34,15 +37,21 @@ class ClaimBoard:
 
     def __init__(self) -> None:
         fd, self.path = tempfile.mkstemp(prefix="procflow-claims-", dir=_board_dir())
-        os.ftruncate(fd, SLOTS)
+        os.ftruncate(fd, SLOTS * _SLOT_BYTES)
         self._fd = fd
-        self._map = mmap.mmap(fd, SLOTS)
+        self._map = mmap.mmap(fd, SLOTS * _SLOT_BYTES)
+        self._slots = memoryview(self._map).cast("i")
         self._lock = threading.Lock()  # flock is per open file; threads share ours
         atexit.register(self.close)
 
     def reset(self, token: int) -> None:
         """Mark a call queued just before it is dispatched (nobody else has it yet)."""
-        self._map[token % SLOTS] = QUEUED
+        self._slots[token % SLOTS] = QUEUED
+
+    def claimer(self, token: int) -> int | None:
+        """The pid of the worker that started the call, if one did."""
+        pid = self._slots[token % SLOTS]
+        return pid if pid > 0 else None
 
     def revoke(self, token: int) -> bool:
         """Take the call back if no worker started it: True means it will never run."""
@@ -50,15 +59,16 @@ class ClaimBoard:
             fcntl.flock(self._fd, fcntl.LOCK_EX)
             try:
                 slot = token % SLOTS
-                if self._map[slot] != QUEUED:
+                if self._slots[slot] != QUEUED:
                     return False
-                self._map[slot] = REVOKED
+                self._slots[slot] = REVOKED
                 return True
             finally:
                 fcntl.flock(self._fd, fcntl.LOCK_UN)
 
     def close(self) -> None:
-        with contextlib.suppress(OSError, ValueError):
+        with contextlib.suppress(OSError, ValueError, BufferError):
+            self._slots.release()
             self._map.close()
             os.close(self._fd)
         with contextlib.suppress(OSError):
@@ -79,31 +89,31 @@ def get_board() -> ClaimBoard:
 
 # -- the worker's side ------------------------------------------------------------------------
 _worker_fd: int | None = None
-_worker_map: mmap.mmap | None = None
+_worker_slots: memoryview | None = None
 
 
 def attach(path: str | None) -> None:
     """Open the driver's board in a worker (at worker start)."""
-    global _worker_fd, _worker_map
+    global _worker_fd, _worker_slots
     if path is None:
         return
     try:
         _worker_fd = os.open(path, os.O_RDWR)
-        _worker_map = mmap.mmap(_worker_fd, SLOTS)
+        _worker_slots = memoryview(mmap.mmap(_worker_fd, SLOTS * _SLOT_BYTES)).cast("i")
     except OSError:
-        _worker_fd = _worker_map = None  # no board: every call simply starts
+        _worker_fd = _worker_slots = None  # no board: every call simply starts
 
 
 def claim(token: int) -> bool:
     """Claim a call before starting it: False means the driver revoked it."""
-    if _worker_map is None or _worker_fd is None:
+    if _worker_slots is None or _worker_fd is None:
         return True
     fcntl.flock(_worker_fd, fcntl.LOCK_EX)
     try:
         slot = token % SLOTS
-        if _worker_map[slot] == REVOKED:
+        if _worker_slots[slot] == REVOKED:
             return False
-        _worker_map[slot] = STARTED
+        _worker_slots[slot] = os.getpid()
         return True
     finally:
         fcntl.flock(_worker_fd, fcntl.LOCK_UN)

@@ -15,6 +15,7 @@ from .errors import TaskTimeoutError, WorkerCrashedError
 if TYPE_CHECKING:
     from ._calls import Call
     from ._channel import Channel
+    from ._claims import ClaimBoard
     from ._worker import Outcome
 
 __all__ = ["PoolBreaks", "attempt_duration", "crash_error", "retry_matches", "timeout_error"]
@@ -88,6 +89,7 @@ class _BreakHost(Protocol):
 
     _channel: Channel | None
     _dispatched: dict[int, Call]
+    claims: ClaimBoard
     _ready: deque[Call]
 
     def _release(self, call: Call) -> None: ...
@@ -114,11 +116,16 @@ class PoolBreaks:
             # Worked out once per break: every batch of the broken pool fails, one
             # after the other, and the channel forgets the dead workers after the first.
             pool.culprits = {}
+            # The call a dead worker was running is the last one it claimed on the
+            # board whose outcome never came (earlier ones may have finished unreported
+            # in a grouped report: they run again, as at-least-once allows).
+            last: dict[int, int] = {}  # dead pid -> its last claimed token
+            for token in sorted(self._dispatched):
+                pid = self.claims.claimer(token)
+                if pid is not None and pid in dead:
+                    last[pid] = token
+            pool.culprits = {token: pid for pid, token in last.items()}
             if self._channel is not None:
-                for pid in dead:
-                    token = self._channel.running_on(pid)
-                    if token is not None:
-                        pool.culprits[token] = pid
                 self._channel.forget(pool.worker_pids() + list(dead))
         culprits = pool.culprits
         for token, call in batch:

@@ -171,18 +171,27 @@ class Scheduler(LocalCalls, PoolBreaks):
         for token, pid in starts:
             call = self._dispatched.get(token)
             if call is not None:
-                call.started = time.time()
-                call.future.revoke = None  # a worker has it now: too late to cancel
-                _mark_running(call)
-            if call is not None and call.run.listener is not None:
-                call.run.emit("task_started", call, pid=pid, attempt=call.attempt)
-            if call is not None and call.task.timeout is not None:
-                self._after(call.task.timeout, functools.partial(self._deadline, call, token, pid))
+                self._note_start(call, token, pid, time.time())
         for token, outcome in outcomes:
             call = self._dispatched.pop(token, None)
             if call is not None:
+                meta = outcome[3]
+                if not call.started and meta.get("start") is not None:
+                    # A call of a batch that reported in a group: its start was not
+                    # announced on its own (_worker.run_batch).
+                    self._note_start(call, token, meta["pid"], meta["start"])
                 self._release(call)
                 self._on_outcome(call, outcome)
+
+    def _note_start(self, call: Call, token: int, pid: int, started: float) -> None:
+        """A worker started the call: it is running now, too late to cancel."""
+        call.started = started
+        call.future.revoke = None
+        _mark_running(call)
+        if call.run.listener is not None:
+            call.run.emit("task_started", call, pid=pid, attempt=call.attempt)
+        if call.task.timeout is not None:
+            self._after(call.task.timeout, functools.partial(self._deadline, call, token, pid))
 
     def _deadline(self, call: Call, token: int, pid: int) -> None:
         """A process call's timeout expired: kill its worker if it still runs the call."""

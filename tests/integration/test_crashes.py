@@ -190,3 +190,38 @@ def test_a_crash_on_the_first_attempt_is_retried_by_the_policy(kind: str, tmp_pa
     assert seen["neighbour"] == ["neighbour-ok", 1]
     runs = ledger_lines(d / "neighbour.ledger")
     assert 1 <= len(runs) <= 2 and all(a == 1 for _, a in runs), runs
+
+
+@task
+def dies_at(x: int, fatal: int, ledger: str) -> int:
+    if x == fatal:
+        log_attempt(ledger)
+        os._exit(3)
+    return x
+
+
+def test_a_crash_inside_a_batch_reporting_in_groups_is_blamed_on_its_call(
+    tmp_path: Path,
+) -> None:
+    """Short calls go to a worker in batches, whose outcomes and starts are reported in
+    groups; a call that kills the worker mid-batch is found from the claims board: it
+    alone fails (once), the batch's other calls all return their values."""
+    ledger = str(tmp_path / "fatal.ledger")
+
+    @entrypoint(checkpointer=tmp_path / "store", max_workers=1)
+    def main() -> list[Any]:
+        # Measured short first, so that the next map is dispatched in batches.
+        warm = dies_at.map(range(20), [-1] * 20, [ledger] * 20)
+        assert [f.result(timeout=T) for f in warm] == list(range(20))
+        outcomes: list[Any] = []
+        # One worker, 100 ready calls: batches of 50, then 25 (a fair share each), so
+        # call 60 is mid-batch, its start not announced on its own.
+        for fut in dies_at.map(range(100), [60] * 100, [ledger] * 100):
+            exc = fut.exception(timeout=T)
+            outcomes.append(exc if exc is not None else fut.result(timeout=T))
+        return [repr(o) if isinstance(o, BaseException) else o for o in outcomes]
+
+    outcomes = main.invoke()
+    assert outcomes[:60] == list(range(60)) and outcomes[61:] == list(range(61, 100))
+    assert "WorkerCrashedError" in outcomes[60] and "exited with code 3" in outcomes[60]
+    assert [attempt for _, attempt in ledger_lines(ledger)] == [1]  # it ran, and died, once
