@@ -269,7 +269,10 @@ class Scheduler(LocalCalls, PoolBreaks):
                     self._drop(call, exc)
                 continue
             now = time.time()
-            encoded: dict[int, str] = {}  # attempt number -> its record's text
+            meta = {"pid": None, "start": now, "end": now, "cpu": 0.0, "cached": True}
+            # attempt number -> its record and the record's text, shared by the hits of
+            # this lookup (records are never changed once appended)
+            records: dict[int, tuple[dict[str, Any], str]] = {}
             for call in calls:
                 text = hits.get(call.cache_key or "")
                 if text is None:
@@ -279,11 +282,12 @@ class Scheduler(LocalCalls, PoolBreaks):
                     self._drop(call, None)
                     continue
                 call.cache_key = None  # a hit: nothing new to store
-                meta = {"pid": None, "start": now, "end": now, "cpu": 0.0, "cached": True}
-                call.attempts.append(dict(meta, attempt=call.attempt))
-                if call.attempt not in encoded:
-                    encoded[call.attempt] = encode_attempt(meta, call.attempt)
-                call.attempt_json = encoded[call.attempt]
+                record = records.get(call.attempt)
+                if record is None:
+                    attempt = dict(meta, attempt=call.attempt)
+                    record = records[call.attempt] = (attempt, encode_attempt(meta, call.attempt))
+                call.attempts.append(record[0])
+                call.attempt_json = record[1]
                 self._to_commit.append((call, True, text, meta))
 
     def _start(self, call: Call) -> None:

@@ -429,8 +429,12 @@ class Store:
                 rows = cache._sql(sql, part).fetchall()
             except _DB_ERRORS as exc:
                 raise self._error("reading the result cache", exc) from exc
+            fetch = cache.disk.fetch
             for key, mode, filename, value in rows:
-                text = cache.disk.fetch(mode, filename, value, False)
+                # Text kept in SQLite is the value itself; fetch() refuses anything else.
+                text = value
+                if mode != _MODE_RAW or type(value) is not str:
+                    text = fetch(mode, filename, value, False)
                 stored_at, expires_at, cached = self._cache_fields(key, text)
                 if expires_at is not None and (now >= expires_at or stored_at > now):
                     continue  # the same rules as cache_get
