@@ -6,7 +6,9 @@ it. One ``multiprocessing.connection`` per worker (never a shared queue: a worke
 SIGKILLed while holding a shared queue's lock would hang the others), accepted by one
 listener in the driver and read by one thread, which keeps:
 
-- ``running``: pid -> (dispatch token, monotonic start) of the call each worker runs;
+- ``running``: pid -> (dispatch token, monotonic start) of the last call each worker
+  announced (a batch reporting in groups announces only some of its calls: the claims
+  board has the others);
 - the outcomes and start notices received since the scheduler last took them.
 
 Workers report outcomes while a batch runs, so inside a batch results are committed one

@@ -116,14 +116,21 @@ class PoolBreaks:
             # Worked out once per break: every batch of the broken pool fails, one
             # after the other, and the channel forgets the dead workers after the first.
             pool.culprits = {}
-            # The call a dead worker was running is the last one it claimed on the
-            # board whose outcome never came (earlier ones may have finished unreported
-            # in a grouped report: they run again, as at-least-once allows).
-            last: dict[int, int] = {}  # dead pid -> its last claimed token
+            # The call a dead worker was running is the last one it started whose
+            # outcome never came: the start it announced, or a later one of a batch
+            # that reports in groups, found on the claims board (earlier unreported
+            # ones run again, as at-least-once allows). Board slots are reused every
+            # 65,536 dispatches, so the announced start also counts.
+            last: dict[int, int] = {}  # dead pid -> its last started token
             for token in sorted(self._dispatched):
                 pid = self.claims.claimer(token)
                 if pid is not None and pid in dead:
                     last[pid] = token
+            if self._channel is not None:
+                for pid in dead:
+                    announced = self._channel.running_on(pid)
+                    if announced in self._dispatched and announced > last.get(pid, -1):
+                        last[pid] = announced
             pool.culprits = {token: pid for pid, token in last.items()}
             if self._channel is not None:
                 self._channel.forget(pool.worker_pids() + list(dead))

@@ -23,7 +23,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
+from concurrent.futures import CancelledError, Future, InvalidStateError, ThreadPoolExecutor
 from typing import Any
 
 from . import _pool, _serde
@@ -506,46 +506,48 @@ class Scheduler(LocalCalls, PoolBreaks):
                     self._settled(call)
                 continue
             succeeded = 0  # told to the run at once: one lock round, not one per call
-            for call, ok, payload, meta in items:
-                # Events first (the commit is done), then the future: a body waiting on
-                # this result cannot submit its next call before this call's event.
-                if ok:
-                    if run.listener is not None:
-                        run.emit(
-                            "task_succeeded",
-                            call,
-                            duration=attempt_duration(call.attempts[-1]),
-                            attempt=call.attempt,
-                            pid=call.attempts[-1].get("pid"),
-                            cached=bool(meta.get("cached")),
-                            replayed=False,
-                        )
-                    plain = _serde.loads(payload)
-                    try:
-                        value = call.task.result_codec().from_plain(plain)
-                    except BaseException as exc:  # pragma: no cover - dump/load mismatch
-                        call.future.set_exception(exc)
+            try:
+                for call, ok, payload, meta in items:
+                    # Events first (the commit is done), then the future: a body waiting on
+                    # this result cannot submit its next call before this call's event.
+                    if ok:
+                        if run.listener is not None:
+                            run.emit(
+                                "task_succeeded",
+                                call,
+                                duration=attempt_duration(call.attempts[-1]),
+                                attempt=call.attempt,
+                                pid=call.attempts[-1].get("pid"),
+                                cached=bool(meta.get("cached")),
+                                replayed=False,
+                            )
+                        plain = _serde.loads(payload)
+                        try:
+                            value = call.task.result_codec().from_plain(plain)
+                        except BaseException as exc:  # pragma: no cover - dump/load mismatch
+                            _finish(call.future, exc)
+                        else:
+                            call.future.plain = plain
+                            if _finish(call.future, None, value):
+                                self._wake_dependents(call)
+                                succeeded += 1
+                                continue
                     else:
-                        call.future.plain = plain
-                        call.future.set_result(value)
-                        self._wake_dependents(call)
-                        succeeded += 1
-                        continue
-                else:
-                    if run.listener is not None:
-                        run.emit(
-                            "task_failed",
-                            call,
-                            error=f"{payload['type_name']}: {payload['message']}"[:2000],
-                            attempt=call.attempt,
+                        if run.listener is not None:
+                            run.emit(
+                                "task_failed",
+                                call,
+                                error=f"{payload['type_name']}: {payload['message']}"[:2000],
+                                attempt=call.attempt,
+                            )
+                        error = payload.get("error") or rebuild_exception(
+                            payload, call.task.name, call.call_id, call.attempt, run.run_id
                         )
-                    error = payload.get("error") or rebuild_exception(
-                        payload, call.task.name, call.call_id, call.attempt, run.run_id
-                    )
-                    call.future.set_exception(error)
-                self._settled(call)
-            if succeeded:
-                run.calls_succeeded(succeeded)
+                        _finish(call.future, error)
+                    self._settled(call)
+            finally:  # even if resolving one of them failed: the run must not wait
+                if succeeded:
+                    run.calls_succeeded(succeeded)
 
     def _settled(self, call: Call) -> None:
         """The call's future is final: wake its dependents, tell the run."""
@@ -584,6 +586,19 @@ class Scheduler(LocalCalls, PoolBreaks):
 
 
 
+
+
+def _finish(future: Future[Any], exc: BaseException | None, value: Any = None) -> bool:
+    """Resolve the future; False if it was cancelled meanwhile (claims should make that
+    impossible: this keeps a mistake there from stopping the whole group's resolution)."""
+    try:
+        if exc is not None:
+            future.set_exception(exc)
+        else:
+            future.set_result(value)
+    except InvalidStateError:  # pragma: no cover - cancelled although claimed
+        return False
+    return True
 
 
 def _mark_running(call: Call) -> bool:

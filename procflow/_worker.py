@@ -227,7 +227,11 @@ def run_batch(specs: list[CallSpec], store_path: str | None = None) -> list[tupl
     grouped = len(specs) > 1
     reported_at = 0.0
     for token, call_id, payload, args_text, attempt, run_id, retry_policy in specs:
-        info = CallInfo(run_id=run_id, call_id=call_id, attempt=attempt, task="?")
+        # Claimed first, so that an outcome (a load failure included) always belongs to
+        # a call cancel() can no longer take back.
+        if not claim(token):  # cancelled while it waited in the queue: it never runs
+            done.append((token, (call_id, False, {"kind": "revoked"}, {"pid": pid})))
+            continue
         try:
             # Load before announcing the start: importing the task's module in a fresh
             # worker must not count against the call's timeout.
@@ -240,9 +244,6 @@ def run_batch(specs: list[CallSpec], store_path: str | None = None) -> list[tupl
             done.append((token, (call_id, False, error_envelope(exc, None), {"pid": pid})))
             continue
         info = CallInfo(run_id=run_id, call_id=call_id, attempt=attempt, task=task.name)
-        if not claim(token):  # cancelled while it waited in the queue: it never runs
-            done.append((token, (call_id, False, {"kind": "revoked"}, {"pid": pid})))
-            continue
         now = time.monotonic()
         if not grouped or not reported_at or now - reported_at >= REPORT_SECONDS:
             sent = _report(sent, pid, done, token, unsent)
