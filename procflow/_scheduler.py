@@ -51,6 +51,13 @@ __all__ = ["Scheduler", "get_scheduler"]
 SHORT_CALL_SECONDS = 0.01
 TARGET_BATCH_SECONDS = 0.05
 MAX_BATCH = 256
+# Group commit: while calls are in flight, an outcome may wait this long for others to
+# share its transaction (each commit costs the driver ~0.15 ms of CPU, which on a small
+# machine the workers feel: a 200 x 5 ms map made ~190 commits, now ~80). It never waits
+# when nothing else is running, when it is the last input a waiting call needs, when its
+# run is stopping, or once COMMIT_GROUP outcomes wait.
+COMMIT_WINDOW_SECONDS = 0.005
+COMMIT_GROUP = 64
 
 
 class _TaskStats:
@@ -84,6 +91,8 @@ class Scheduler(LocalCalls, PoolBreaks):
         self._local: dict[int, Call] = {}  # token -> thread, async or inline call running
         self._overdue: dict[int, Call] = {}  # token -> thread call failed at its deadline
         self._cache_queue: list[Call] = []  # ready calls with a cache policy, to look up
+        self._commit_by: float | None = None  # when the oldest waiting outcome is due
+        self._commit_timer = False  # a timer will wake the loop to commit
         self.claims = get_board()
         self._channel: Channel | None = None
         self._thread = threading.Thread(target=self._loop, name="procflow-scheduler", daemon=True)
@@ -133,10 +142,36 @@ class Scheduler(LocalCalls, PoolBreaks):
             # inline: keep going until nothing is left to look up or commit.
             while True:
                 self._guarded(self._lookup_cached)
-                self._guarded(self._commit_and_resolve)
-                if not self._cache_queue and not self._to_commit:
+                if self._commit_due():
+                    self._guarded(self._commit_and_resolve)
+                if not self._cache_queue and (not self._to_commit or not self._commit_due()):
                     break
             self._guarded(self._dispatch)
+
+    def _commit_due(self) -> bool:
+        """Whether the waiting outcomes are committed now, or wait a little for company
+        (COMMIT_WINDOW_SECONDS; a timer then wakes the loop)."""
+        if not self._to_commit:
+            return False
+        now = time.monotonic()
+        if self._commit_by is None:
+            self._commit_by = now + COMMIT_WINDOW_SECONDS
+        if (
+            now >= self._commit_by
+            or len(self._to_commit) >= COMMIT_GROUP
+            or not (self._dispatched or self._local)  # nothing else is coming soon
+            or any(_commit_now(item[0]) for item in self._to_commit)
+        ):
+            return True
+        if not self._commit_timer:
+            self._commit_timer = True
+            heapq.heappush(
+                self._timers, (self._commit_by, next(self._timer_seq), self._commit_timer_fired)
+            )
+        return False
+
+    def _commit_timer_fired(self) -> None:
+        self._commit_timer = False  # the loop commits after the timers
 
     def _guarded(self, step: Callable[..., None], *args: Any) -> None:
         """Run one step; a bug in it must not kill the thread every run depends on."""
@@ -492,6 +527,7 @@ class Scheduler(LocalCalls, PoolBreaks):
         if not self._to_commit:
             return
         pending, self._to_commit = self._to_commit, []
+        self._commit_by = None
         by_run: dict[int, list[tuple[Call, bool, Any, dict[str, Any]]]] = {}
         for item in pending:
             by_run.setdefault(id(item[0].run), []).append(item)
@@ -586,6 +622,13 @@ class Scheduler(LocalCalls, PoolBreaks):
 
 
 
+
+
+def _commit_now(call: Call) -> bool:
+    """The call's outcome should not wait for company: its run is stopping, or a call
+    waits for it as its last input."""
+    dependents = getattr(call.future, "dependents", None)
+    return call.run.stopping or any(d.pending == 1 for d in dependents or ())
 
 
 def _finish(future: Future[Any], exc: BaseException | None, value: Any = None) -> bool:

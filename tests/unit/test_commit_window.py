@@ -1,0 +1,86 @@
+"""The group-commit window: when waiting outcomes are committed at once, and when they
+wait (at most COMMIT_WINDOW_SECONDS) for others to share the transaction."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from procflow import _scheduler
+from procflow._scheduler import COMMIT_GROUP, COMMIT_WINDOW_SECONDS, Scheduler
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    fake = Clock()
+    monkeypatch.setattr(_scheduler.time, "monotonic", fake)
+    return fake
+
+
+def scheduler(in_flight: int = 0) -> Any:
+    """A scheduler's commit state only: no thread, no pool."""
+    s: Any = Scheduler.__new__(Scheduler)
+    s._to_commit, s._timers, s._local = [], [], {}
+    s._dispatched = {token: object() for token in range(in_flight)}
+    s._commit_by, s._commit_timer = None, False
+    s._timer_seq = iter(range(1_000_000))
+    return s
+
+
+def outcome(stopping: bool = False, dependents: list[Any] | None = None) -> tuple[Any, ...]:
+    future = SimpleNamespace(dependents=dependents)
+    call = SimpleNamespace(future=future, run=SimpleNamespace(stopping=stopping))
+    return (call, True, "1", {})
+
+
+def test_nothing_waiting_is_nothing_to_commit(clock: Clock) -> None:
+    assert scheduler(in_flight=3)._commit_due() is False
+
+
+def test_an_outcome_is_committed_at_once_when_nothing_else_runs(clock: Clock) -> None:
+    s = scheduler(in_flight=0)
+    s._to_commit.append(outcome())
+    assert s._commit_due() is True
+
+
+def test_an_outcome_waits_for_company_at_most_the_window(clock: Clock) -> None:
+    s = scheduler(in_flight=2)
+    s._to_commit.append(outcome())
+    assert s._commit_due() is False
+    assert len(s._timers) == 1  # the loop is woken when the window ends
+    assert s._timers[0][0] == pytest.approx(clock.now + COMMIT_WINDOW_SECONDS)
+    clock.now += COMMIT_WINDOW_SECONDS / 2
+    s._to_commit.append(outcome())
+    assert s._commit_due() is False and len(s._timers) == 1  # one timer per window
+    clock.now += COMMIT_WINDOW_SECONDS / 2
+    assert s._commit_due() is True
+
+
+def test_a_full_group_is_committed_at_once(clock: Clock) -> None:
+    s = scheduler(in_flight=2)
+    s._to_commit.extend(outcome() for _ in range(COMMIT_GROUP))
+    assert s._commit_due() is True
+
+
+def test_the_last_input_of_a_waiting_call_does_not_wait(clock: Clock) -> None:
+    s = scheduler(in_flight=2)
+    s._to_commit.append(outcome(dependents=[SimpleNamespace(pending=2)]))
+    assert s._commit_due() is False  # its dependent still waits for another input
+    s._to_commit.append(outcome(dependents=[SimpleNamespace(pending=1)]))
+    assert s._commit_due() is True
+
+
+def test_a_stopping_run_does_not_wait(clock: Clock) -> None:
+    s = scheduler(in_flight=2)
+    s._to_commit.append(outcome(stopping=True))
+    assert s._commit_due() is True
