@@ -63,6 +63,13 @@ class TaskFuture(cf.Future[T], Generic[T]):
         # it will never run. Cleared when a worker starts the call.
         self.revoke: Callable[[], bool] | None = None
 
+    def resolve_new(self, value: T) -> None:
+        """``set_result`` for a future nobody else has seen yet (a replayed call): no
+        waiter or callback can exist, so the lock round and the notification are
+        skipped. concurrent.futures keeps the outcome in ``_result``/``_state``."""
+        self._result = value
+        self._state = cf._base.FINISHED
+
     def cancel(self) -> bool:
         """Cancel the call if it has not started: it then never runs."""
         revoke = self.revoke

@@ -178,7 +178,7 @@ class Run:
             if self._replayable(task, entry):
                 plain = _serde.loads(entry["value"])
                 future.plain = plain
-                future.set_result(task.result_codec().from_plain(plain))
+                future.resolve_new(task.result_codec().from_plain(plain))
                 self.emit_replayed(task, call_id)
                 return future, None
             with self._lock:

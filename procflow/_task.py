@@ -184,9 +184,11 @@ class Task(Generic[P, R]):
             # The common case (positional arguments only) without Signature.bind.
             if len(args) == 1:
                 return [positional[0].to_plain(args[0], "args[0]", self.name)], {}
+            name = self.name
+            labels = _ARG_LABELS if len(args) <= len(_ARG_LABELS) else _arg_labels(len(args))
             return [
-                codec.to_plain(a, f"args[{i}]", self.name)
-                for i, (a, codec) in enumerate(zip(args, positional, strict=False))
+                codec.to_plain(a, label, name)
+                for a, codec, label in zip(args, positional, labels, strict=False)
             ], {}
         bound = self._bind(args, kwargs)
         codecs = self.param_codecs()
@@ -295,6 +297,14 @@ class Task(Generic[P, R]):
 
     def __repr__(self) -> str:
         return f"<procflow task {self.name!r}>"
+
+
+def _arg_labels(count: int) -> tuple[str, ...]:
+    """Where each argument is, for error messages."""
+    return tuple(f"args[{i}]" for i in range(count))
+
+
+_ARG_LABELS = _arg_labels(16)  # made once rather than per call
 
 
 @functools.cache
