@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
-from procflow import _scheduler
-from procflow._scheduler import COMMIT_GROUP, COMMIT_WINDOW_SECONDS, Scheduler
+from procflow import _commits
+from procflow._commits import COMMIT_GROUP, COMMIT_WINDOW_SECONDS
+from procflow._scheduler import Scheduler
 
 
 class Clock:
@@ -23,7 +24,7 @@ class Clock:
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     fake = Clock()
-    monkeypatch.setattr(_scheduler.time, "monotonic", fake)
+    monkeypatch.setattr(_commits.time, "monotonic", fake)
     return fake
 
 
