@@ -135,9 +135,11 @@ class Scheduler(LocalCalls, PoolBreaks, GroupCommits):
             # inline: keep going until nothing is left to look up or commit.
             while True:
                 self._guarded(self._lookup_cached)
-                if self._commit_due():
+                due = self._commit_due()
+                if due:
                     self._guarded(self._commit_and_resolve)
-                if not self._cache_queue and (not self._to_commit or not self._commit_due()):
+                # Outcomes left waiting (not due) are taken up when their timer fires.
+                if not self._cache_queue and not (due and self._to_commit):
                     break
             self._guarded(self._dispatch)
 
