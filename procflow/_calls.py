@@ -40,6 +40,7 @@ class Call:
         "executor",
         "future",
         "kwargs",
+        "looked_up",
         "pending",
         "policy",
         "run",
@@ -85,6 +86,7 @@ class Call:
         # call id's text, which a cache key reuses).
         self.arg_text: str | None = None
         self.running = False  # the future is marked running (_scheduler._mark_running)
+        self.looked_up = False  # missed the cache already (looked up by _hits, keyed)
 
     def __repr__(self) -> str:
         return f"<Call {self.task.name!r} {self.call_id[:12]} attempt {self.attempt}>"

@@ -22,6 +22,7 @@ from ._calls import SCALARS, Call, has_marker, mark_futures
 from ._entries import entry_text
 from ._events import Event
 from ._futures import TaskFuture
+from ._hits import answer_map_hits
 
 if TYPE_CHECKING:
     from ._policies import CachePolicy, RetryPolicy
@@ -129,8 +130,9 @@ class Run:
         self, task: Task[Any, Any], arg_tuples: Iterable[tuple[Any, ...]]
     ) -> list[TaskFuture[Any]]:
         """``submit`` of one call per argument tuple, handed to the scheduler as one
-        message (``Task.map``). Calls prepared before one that fails validation are
-        still submitted, as they would have been one by one."""
+        message (``Task.map``), once this thread has answered the cache hits among
+        them (_hits). Calls prepared before one that fails validation are still
+        submitted, as they would have been one by one."""
         futures: list[TaskFuture[Any]] = []
         calls: list[Call] = []
         try:
@@ -139,6 +141,8 @@ class Run:
                 futures.append(future)
                 if call is not None:
                     calls.append(call)
+            if calls and (task.cache_policy or self.cache_policy):
+                calls = answer_map_hits(self, calls)
         finally:
             if calls:
                 self.scheduler.post("calls", calls)

@@ -31,8 +31,8 @@ from ._calls import Call, substitute
 from ._channel import Channel, get_channel
 from ._claims import get_board
 from ._commits import GroupCommits
-from ._entries import encode_attempt
 from ._failures import PoolBreaks
+from ._hits import HitRecords
 from ._local import LocalCalls
 from ._worker import (
     Outcome,
@@ -247,6 +247,9 @@ class Scheduler(LocalCalls, PoolBreaks, GroupCommits):
             call.args = substitute(call.args, values)
             call.kwargs = substitute(call.kwargs, values)
             call.deps = []
+        if call.looked_up:  # a miss of Task.map's lookup on the caller's thread (_hits)
+            self._start(call)
+            return
         try:
             cached = call.run.cache.wants(call)
         except Exception as exc:  # a key_func that raised or returned no str
@@ -273,27 +276,15 @@ class Scheduler(LocalCalls, PoolBreaks, GroupCommits):
                 for call in calls:
                     self._drop(call, exc)
                 continue
-            now = time.time()
-            meta = {"pid": None, "start": now, "end": now, "cpu": 0.0, "cached": True}
-            # attempt number -> its record and the record's text, shared by the hits of
-            # this lookup (records are never changed once appended)
-            records: dict[int, tuple[dict[str, Any], str]] = {}
+            records = HitRecords()
             for call in calls:
                 text = hits.get(call.cache_key or "")
                 if text is None:
                     self._start(call)
-                    continue
-                if not _mark_running(call):
+                elif _mark_running(call):
+                    self._to_commit.append(records.outcome(call, text))
+                else:
                     self._drop(call, None)
-                    continue
-                call.cache_key = None  # a hit: nothing new to store
-                record = records.get(call.attempt)
-                if record is None:
-                    attempt = dict(meta, attempt=call.attempt)
-                    record = records[call.attempt] = (attempt, encode_attempt(meta, call.attempt))
-                call.attempts.append(record[0])
-                call.attempt_json = record[1]
-                self._to_commit.append((call, True, text, meta))
 
     def _start(self, call: Call) -> None:
         """Hand a ready call to its executor (or to the process pool's ready queue)."""

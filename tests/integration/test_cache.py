@@ -483,3 +483,98 @@ def test_clearing_every_task(tmp_path: Path) -> None:
         assert store.cache_stats()["entries"] == 0
     main.invoke()
     assert executions(ledger) == 4
+
+
+# -- Task.map answers its hits on the caller's thread (procflow/_hits.py) ------------------
+def test_map_answers_its_hits_before_returning_and_runs_only_the_misses(tmp_path: Path) -> None:
+    ledger, store_dir = str(tmp_path / "ledger"), tmp_path / "store"
+
+    @entrypoint(checkpointer=store_dir, executor="thread")
+    def fill() -> list[int]:
+        return [f.result(timeout=T) for f in cached_square.map([ledger] * 5, range(5))]
+
+    @entrypoint(checkpointer=store_dir, executor="thread")
+    def main() -> list[Any]:
+        futures = cached_square.map([ledger] * 10, range(10))
+        done_at_return = [f.done() for f in futures]
+        return [done_at_return, [f.result(timeout=T) for f in futures]]
+
+    assert fill.invoke() == [0, 1, 4, 9, 16]
+    assert executions(ledger) == 5
+    events = list(main.stream(run_id="mixed"))
+    done_at_return, values = events[-1]["result"]
+    assert values == [x * x for x in range(10)]
+    assert done_at_return[:5] == [True] * 5  # the hits, resolved by map itself
+    assert executions(ledger) == 10  # only the five misses ran
+    succeeded = [e for e in events if e.kind == "task_succeeded"]
+    submitted = [e for e in events if e.kind == "task_submitted"]
+    assert len(submitted) == len(succeeded) == 10
+    assert sum(e["cached"] for e in succeeded) == 5
+    with procflow.Store(store_dir) as store:
+        entries = store.load_entries("mixed")
+    assert len(entries) == 10 and all(e["status"] == "ok" for e in entries)
+    assert sum(bool(e.get("cached")) for e in entries) == 5
+    # A resume replays all ten from the run's checkpoints, hits included.
+    assert main.invoke(run_id="mixed")[1] == values
+    assert executions(ledger) == 10
+
+
+def test_map_hits_go_to_the_scheduler_when_their_commit_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ledger, store_dir = str(tmp_path / "ledger"), tmp_path / "store"
+    from procflow import _run
+    from procflow.errors import StoreError
+
+    @entrypoint(checkpointer=store_dir, executor="thread")
+    def main() -> list[int]:
+        return [f.result(timeout=T) for f in cached_square.map([ledger] * 3, range(3))]
+
+    assert main.invoke() == [0, 1, 4]
+    commits = _run.Run.commit_outcomes
+    failed: list[int] = []
+
+    def fail_once(self: _run.Run, items: list[Any]) -> None:
+        if not failed:
+            failed.append(len(items))
+            raise StoreError("disk full (injected)")
+        commits(self, items)
+
+    monkeypatch.setattr(_run.Run, "commit_outcomes", fail_once)
+    assert main.invoke(run_id="retried") == [0, 1, 4]
+    assert failed == [3]  # the caller's commit of the three hits failed...
+    assert executions(ledger) == 3  # ...and the scheduler's lookup hit them again
+    with procflow.Store(store_dir) as store:
+        entries = store.load_entries("retried")
+    assert len(entries) == 3 and all(e.get("cached") for e in entries)
+
+
+def test_map_reports_a_store_that_cannot_be_read_on_each_call(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from procflow import _cache
+    from procflow.errors import StoreError
+
+    def unreadable(self: _cache.ResultCache, calls: list[Any]) -> dict[str, str]:
+        raise StoreError("database disk image is malformed (injected)")
+
+    monkeypatch.setattr(_cache.ResultCache, "lookup_many", unreadable)
+
+    @entrypoint(checkpointer=tmp_path / "store", executor="thread")
+    def main() -> list[str]:
+        futures = cached_square.map([str(tmp_path / "ledger")] * 2, range(2))
+        return [str(f.exception(timeout=T)) for f in futures]
+
+    assert main.invoke() == ["database disk image is malformed (injected)"] * 2
+    assert executions(tmp_path / "ledger") == 0
+
+
+def test_a_failing_key_func_in_a_map_fails_that_call(tmp_path: Path) -> None:
+    ledger = str(tmp_path / "ledger")
+
+    @entrypoint(checkpointer=tmp_path / "store", executor="thread")
+    def main() -> list[Any]:
+        [bad] = bad_key.map([3])
+        return [type(bad.exception(timeout=T)).__name__, uncached(ledger, 4).result(timeout=T)]
+
+    assert main.invoke() == ["TypeError", 4]
