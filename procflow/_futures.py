@@ -37,7 +37,10 @@ ALL_COMPLETED = cf.ALL_COMPLETED
 _CF_TIMEOUT_IS_BUILTIN = sys.version_info >= (3, 11)
 
 
-_FINISHED = cf._base.FINISHED
+_PENDING, _RUNNING, _FINISHED = cf._base.PENDING, cf._base.RUNNING, cf._base.FINISHED
+_UNRESOLVED = frozenset({_PENDING, _RUNNING})
+# Held to make a future's Condition, or to change the state of a future that has none.
+_MAKING = threading.Lock()
 _CANCELLED = frozenset({cf._base.CANCELLED, cf._base.CANCELLED_AND_NOTIFIED})
 _FINAL = _CANCELLED | {_FINISHED}
 
@@ -59,9 +62,10 @@ class TaskFuture(cf.Future[T], Generic[T]):
 
     def __init__(self, task_name: str = "", call_id: str = "") -> None:
         # What cf.Future.__init__ sets (the same on 3.10 to 3.13), except its Condition,
-        # made on first use (``_condition``): replayed calls and cache hits resolve before
-        # anyone waits, and a Condition is seven objects the garbage collector walks on
-        # every pass over the futures a body keeps (a 10,000-call replay took 1.6x longer).
+        # made on first use (``_condition``): most futures are done before anyone waits
+        # (replays, cache hits, and most of a map's calls by the time the body reaches
+        # them), and a Condition is seven objects the garbage collector walks on every
+        # pass over the futures a body keeps (a 10,000-call replay took 1.6x longer).
         self._state = cf._base.PENDING
         self._result: Any = None
         self._exception: BaseException | None = None
@@ -80,11 +84,44 @@ class TaskFuture(cf.Future[T], Generic[T]):
     @property
     def _condition(self) -> threading.Condition:  # type: ignore[override]
         """The lock concurrent.futures takes for every state change and wait, made on
-        first use. ``setdefault`` is atomic: threads racing here share one Condition."""
+        first use (under _MAKING, so that threads racing here share one)."""
         condition = self.__dict__.get("_lazy_condition")
         if condition is None:
-            condition = self.__dict__.setdefault("_lazy_condition", threading.Condition())
-        return condition  # type: ignore[no-any-return]
+            with _MAKING:
+                condition = self.__dict__.get("_lazy_condition")
+                if condition is None:
+                    condition = self.__dict__["_lazy_condition"] = threading.Condition()
+        return condition
+
+    # State changes of a future without a Condition take _MAKING instead: nobody can hold
+    # or make the Condition meanwhile, and no waiter or callback exists (installing one
+    # makes the Condition). Most futures are never waited on while pending: the body
+    # reaches them once they are done.
+    def set_running_or_notify_cancel(self) -> bool:
+        if "_lazy_condition" not in self.__dict__:
+            with _MAKING:
+                if "_lazy_condition" not in self.__dict__ and self._state == _PENDING:
+                    self._state = _RUNNING
+                    return True
+        return super().set_running_or_notify_cancel()
+
+    def set_result(self, result: T) -> None:
+        if "_lazy_condition" not in self.__dict__:
+            with _MAKING:
+                if "_lazy_condition" not in self.__dict__ and self._state in _UNRESOLVED:
+                    self._result = result
+                    self._state = _FINISHED
+                    return
+        super().set_result(result)
+
+    def set_exception(self, exception: BaseException | None) -> None:
+        if "_lazy_condition" not in self.__dict__:
+            with _MAKING:
+                if "_lazy_condition" not in self.__dict__ and self._state in _UNRESOLVED:
+                    self._exception = exception
+                    self._state = _FINISHED
+                    return
+        super().set_exception(exception)
 
     # Lock-free reads of a final state: once FINISHED or cancelled, a future never changes,
     # and concurrent.futures sets ``_result``/``_exception`` before ``_state``.

@@ -21,6 +21,19 @@ def test_a_future_resolved_before_anyone_looked_makes_no_condition() -> None:
     assert future.result(timeout=T) == 7
     assert future.exception(timeout=T) is None
     assert "_lazy_condition" not in future.__dict__
+    for fails in (False, True):
+        dispatched: TaskFuture[int] = TaskFuture("t", "d")
+        assert dispatched.set_running_or_notify_cancel()
+        assert dispatched.running()
+        if fails:
+            dispatched.set_exception(ValueError("boom"))
+            assert isinstance(dispatched.exception(timeout=T), ValueError)
+        else:
+            dispatched.set_result(8)
+            assert dispatched.result(timeout=T) == 8
+        assert "_lazy_condition" not in dispatched.__dict__
+        with pytest.raises(cf.InvalidStateError):
+            dispatched.set_result(9)
 
 
 def _race_one_round(n: int) -> None:
