@@ -26,10 +26,12 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import select
+import selectors
 import threading
 import time
 from collections.abc import Callable
-from multiprocessing.connection import Connection, Listener, wait
+from multiprocessing.connection import Connection, Listener
 from typing import Any
 
 __all__ = ["Channel", "get_channel"]
@@ -70,30 +72,44 @@ class Channel:
             os.write(self._wake_w, b"x")
 
     def _read_loop(self) -> None:
+        # One selector, rebuilt only when the set of connections changes: building one
+        # per wait and polling each connection once more per message cost the driver
+        # ~0.15 ms of CPU per message, which on a small machine the workers feel.
+        watched: list[Connection] = []
+        selector = selectors.DefaultSelector()
+        selector.register(self._wake_r, selectors.EVENT_READ)
         while not self._closed:
             with self._lock:
                 conns = list(self._conns)
-            ready = wait([*conns, self._wake_r], timeout=1.0)
-            if self._wake_r in ready:
-                os.read(self._wake_r, 4096)
+            if conns != watched:
+                selector.close()
+                selector = selectors.DefaultSelector()
+                selector.register(self._wake_r, selectors.EVENT_READ)
+                for conn in conns:
+                    selector.register(conn, selectors.EVENT_READ)
+                watched = conns
             got = False
-            for conn in ready:
-                if conn is not self._wake_r:
-                    got = self._read_available(conn) or got  # type: ignore[arg-type]
+            for key, _ in selector.select(timeout=1.0):
+                if key.fileobj is self._wake_r:
+                    os.read(self._wake_r, 4096)
+                else:  # one message; the selector reports the connection again if more
+                    got = self._read_available(key.fileobj, one=True) or got  # type: ignore[arg-type]
             if got:
                 self._wake_scheduler()
 
-    def _read_available(self, conn: Connection) -> bool:
-        """Read every message waiting on one connection and record them."""
+    def _read_available(self, conn: Connection, one: bool = False) -> bool:
+        """Read every message waiting on one connection (``one``: the first only, which
+        the caller knows is there) and record them."""
         with self._lock:
             conn_lock = self._conn_locks.get(conn)
         if conn_lock is None:
             return False
         got = False
         with conn_lock:
-            while True:
+            while not (one and got):
                 try:
-                    if not conn.poll(0):
+                    # Checked even when the selector said so: drain() may have read it.
+                    if not _readable(conn):
                         return got
                     message = conn.recv()
                 except (EOFError, OSError):
@@ -105,6 +121,7 @@ class Channel:
                     return got
                 got = True
                 self._record(message)
+        return got
 
     def _record(self, message: tuple[Any, ...]) -> None:
         # ("step", pid, [(finished token, its outcome)...], next token | None): the
@@ -147,6 +164,14 @@ class Channel:
         self._closed = True
         with contextlib.suppress(OSError):
             self._listener.close()
+
+
+def _readable(conn: Connection) -> bool:
+    """Whether a read would not block (a message, or EOF): one poll(2), where
+    ``Connection.poll`` builds a selector."""
+    poller = select.poll()
+    poller.register(conn.fileno(), select.POLLIN)
+    return bool(poller.poll(0))
 
 
 _channel: Channel | None = None

@@ -415,10 +415,14 @@ class Scheduler(LocalCalls, PoolBreaks, GroupCommits):
         if entry is None:
             return
         _, batch = entry
-        # Every outcome a worker sent precedes its batch's return: read them first.
-        if self._channel is not None:
-            self._channel.drain()
+        # Every outcome a worker sent precedes its batch's return: read them first
+        # (draining every connection only when the channel has not delivered them all).
         self._take_channel()
+        if self._channel is not None and any(
+            self._dispatched.get(token) is call for token, call in batch
+        ):
+            self._channel.drain()
+            self._take_channel()
         try:
             unsent: list[tuple[int, Outcome]] = fut.result()
         except BaseException as exc:
