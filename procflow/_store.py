@@ -110,11 +110,15 @@ class _Cache(diskcache.Cache):  # type: ignore[misc]
 
     @property
     def _con(self) -> sqlite3.Connection:
+        # Read for every statement: this thread's connection, opened in this process,
+        # is returned without diskcache's own checks.
         local = self._local
-        fresh = getattr(local, "con", None) is None or getattr(local, "pid", None) != os.getpid()
-        con: sqlite3.Connection = super()._con
-        if fresh:  # after diskcache has applied the saved settings; reset() retries locks
-            self.reset("sqlite_synchronous", self._procflow_synchronous, update=False)
+        con: sqlite3.Connection | None = getattr(local, "con", None)
+        if con is not None and getattr(local, "pid", None) == os.getpid():
+            return con
+        con = super()._con
+        # After diskcache has applied the saved settings; reset() retries locks.
+        self.reset("sqlite_synchronous", self._procflow_synchronous, update=False)
         return con
 
 

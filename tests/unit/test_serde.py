@@ -356,9 +356,56 @@ def test_serde_imports_pydantic_only_for_annotated_codecs(
         assert module.codec_for(annotation).to_plain(value, "args[0]") == value
     assert module.codec_for(list).to_plain([1], "r") == [1]
     assert module.codec_for(dict).to_plain({"a": 1}, "r") == {"a": 1}
-    lazy = module.codec_for(list[int])  # building the codec does not import pydantic yet
+    # list[X] / dict[str, X] of exact scalars: copied without pydantic, both ways.
+    assert module.codec_for(list[int]).to_plain([1, 2], "r") == [1, 2]
+    assert module.codec_for(list[float]).from_plain([0.5]) == [0.5]
+    assert module.codec_for(dict[str, str]).to_plain({"k": "v"}, "r") == {"k": "v"}
+    with pytest.raises(ImportError):  # anything else is pydantic's to convert
+        module.codec_for(list[int]).to_plain([True], "r")
+    lazy = module.codec_for(tuple[int, int])  # building the codec does not import it yet
     with pytest.raises(ImportError):
-        lazy.to_plain([1], "r")
+        lazy.to_plain((1, 2), "r")
+
+
+SCALAR_CONTAINER_CASES: list[tuple[Any, list[Any]]] = [
+    (list[int], [[], [1, 2, 3], [0, -5, 10**30], [True], [1.0], (1, 2), [10**5000]]),
+    (list[float], [[1.5, -0.0], [math.nan], [math.inf, -math.inf], [1, 2.5], [True]]),
+    (list[str], [["a", ""], ["é"], ["\ud800"], [1]]),
+    (list[bool], [[True, False], [1]]),
+    (typing.List[int], [[4], ["4"]]),  # noqa: UP006 - the typing alias, on purpose
+    (dict[str, int], [{}, {"a": 1}, {"é": 2}, {"a": True}, {1: 2}]),
+    (dict[str, float], [{"x": 1.5}, {"n": math.nan}, {"i": 3}]),
+    (dict[str, str], [{"k": "v"}, {"k": 1}]),
+]
+
+
+def _outcome(codec: Codec, value: object) -> tuple[str, str]:
+    try:
+        return ("ok", repr(codec.to_plain(value, "args[0]", "f")))
+    except NotSerializableError as exc:
+        return ("refused", str(exc))
+
+
+@pytest.mark.parametrize(("annotation", "values"), SCALAR_CONTAINER_CASES)
+def test_scalar_containers_convert_exactly_as_pydantic_does(
+    annotation: Any, values: list[Any]
+) -> None:
+    """The fast codec of list[X] / dict[str, X] gives pydantic's plain values, copies
+    and refusals: the same call ids and results as before it existed."""
+    fast = codec_for(annotation)
+    assert type(fast).__name__ == "_ScalarsCodec"
+    slow = _serde._PydanticCodec(annotation)
+    for value in values:
+        made = _outcome(fast, value)
+        assert made == _outcome(slow, value), value
+        if made[0] == "ok":
+            plain = fast.to_plain(value, "args[0]")
+            assert plain is not value
+            assert dumps(plain) == dumps(slow.to_plain(value, "args[0]"))
+            loaded = loads(dumps(plain))
+            back = fast.from_plain(loaded)
+            assert dumps(back) == dumps(slow.from_plain(loads(dumps(plain))))
+            assert back is not loaded  # the future's value never aliases its plain form
 
 
 # --- bare builtin annotations (the fast path) --------------------------------------------
