@@ -3,6 +3,7 @@ wait (at most COMMIT_WINDOW_SECONDS) for others to share the transaction."""
 
 from __future__ import annotations
 
+import time
 from types import SimpleNamespace
 from typing import Any
 
@@ -28,11 +29,16 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     return fake
 
 
+def in_flight_call(task: str = "t", started: float = 0.0) -> Any:
+    return SimpleNamespace(task=SimpleNamespace(name=task), started=started)
+
+
 def scheduler(in_flight: int = 0) -> Any:
-    """A scheduler's commit state only: no thread, no pool."""
+    """A scheduler's commit state only: no thread, no pool. Its calls in flight are of
+    a task not measured yet (so they may finish any moment)."""
     s: Any = Scheduler.__new__(Scheduler)
-    s._to_commit, s._timers, s._local = [], [], {}
-    s._dispatched = {token: object() for token in range(in_flight)}
+    s._to_commit, s._timers, s._local, s._stats = [], [], {}, {}
+    s._dispatched = {token: in_flight_call() for token in range(in_flight)}
     s._commit_by, s._commit_timer = None, False
     s._timer_seq = iter(range(1_000_000))
     return s
@@ -85,3 +91,24 @@ def test_a_stopping_run_does_not_wait(clock: Clock) -> None:
     s = scheduler(in_flight=2)
     s._to_commit.append(outcome(stopping=True))
     assert s._commit_due() is True
+
+
+def test_no_waiting_when_no_call_in_flight_can_finish_within_the_window(clock: Clock) -> None:
+    """Judged by each task's mean duration: 100 ms calls that just started (or wait
+    to start) bring no company within 5 ms; a 2 ms call (perhaps in a batch that has
+    not announced its start), one past its mean, or one never measured may."""
+    s = scheduler()
+    s._stats = {"long": SimpleNamespace(mean=0.1), "short": SimpleNamespace(mean=0.002)}
+    now = time.time()
+    s._dispatched = {1: in_flight_call("long", started=now), 2: in_flight_call("long")}
+    s._to_commit.append(outcome())
+    assert s._commit_due() is True
+    s._commit_by = None
+    for company in (
+        in_flight_call("short"),
+        in_flight_call("long", started=now - 0.2),  # running past its mean
+        in_flight_call("unmeasured", started=now),
+    ):
+        s._dispatched[3] = company
+        assert s._commit_due() is False, company
+        s._commit_by, s._timers, s._commit_timer = None, [], False
