@@ -178,15 +178,20 @@ class Scheduler(LocalCalls, PoolBreaks, GroupCommits):
             if call is not None:
                 self._note_start(call, token, pid, time.time())
         for token, outcome in outcomes:
-            call = self._dispatched.pop(token, None)
-            if call is not None:
-                meta = outcome[3]
-                if not call.started and meta.get("start") is not None:
-                    # A call of a batch that reported in a group: its start was not
-                    # announced on its own (_worker.run_batch).
-                    self._note_start(call, token, meta["pid"], meta["start"])
-                self._release(call)
-                self._on_outcome(call, outcome)
+            self._take_outcome(token, outcome)
+
+    def _take_outcome(self, token: int, outcome: Outcome) -> None:
+        """A dispatched call's outcome, from the channel or with its batch's return."""
+        call = self._dispatched.pop(token, None)
+        if call is None:
+            return
+        meta = outcome[3]
+        if not call.started and meta.get("start") is not None:
+            # A call of a batch that reported in a group: its start was not announced
+            # on its own (_worker.run_batch).
+            self._note_start(call, token, meta["pid"], meta["start"])
+        self._release(call)
+        self._on_outcome(call, outcome)
 
     def _note_start(self, call: Call, token: int, pid: int, started: float) -> None:
         """A worker started the call: it is running now, too late to cancel."""
@@ -415,24 +420,27 @@ class Scheduler(LocalCalls, PoolBreaks, GroupCommits):
         if entry is None:
             return
         _, batch = entry
+        failure: BaseException | None = None
+        unsent: list[tuple[int, Outcome]] = []
+        try:
+            unsent = fut.result()  # a batch's last outcomes (all, without a channel)
+        except BaseException as exc:
+            failure = exc
         # Every outcome a worker sent precedes its batch's return: read them first
-        # (draining every connection only when the channel has not delivered them all).
+        # (draining every connection only when some outcome is neither here nor taken).
         self._take_channel()
+        returned = {token for token, _ in unsent}
         if self._channel is not None and any(
-            self._dispatched.get(token) is call for token, call in batch
+            token not in returned and self._dispatched.get(token) is call
+            for token, call in batch
         ):
             self._channel.drain()
             self._take_channel()
-        try:
-            unsent: list[tuple[int, Outcome]] = fut.result()
-        except BaseException as exc:
-            self._on_batch_failed(batch, pool, exc)
+        if failure is not None:
+            self._on_batch_failed(batch, pool, failure)
             return
         for token, outcome in unsent:
-            call = self._dispatched.pop(token, None)
-            if call is not None:
-                self._release(call)
-                self._on_outcome(call, outcome)
+            self._take_outcome(token, outcome)
         for token, call in batch:  # pragma: no cover - a worker that lost an outcome
             if self._dispatched.pop(token, None) is call:
                 self._release(call)

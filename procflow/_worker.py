@@ -212,9 +212,10 @@ def error_envelope(exc: BaseException, retry_policy: RetryPolicy | None) -> dict
 def run_batch(specs: list[CallSpec], store_path: str | None = None) -> list[tuple[int, Outcome]]:
     """The function loky runs in a worker: one dispatch, several calls.
 
-    Each call is announced to the driver before it runs and its outcome sent as soon as
-    it finishes (see ``_channel``); only without a channel do outcomes travel back with
-    the batch's return value.
+    A lone call is announced to the driver before it runs and its outcome sent as soon
+    as it finishes (see ``_channel``); a batch of short calls reports in groups, its last
+    group with the batch's return value, which is also where every outcome travels when
+    there is no channel.
     """
     global _store_path
     _store_path = store_path
@@ -224,11 +225,12 @@ def run_batch(specs: list[CallSpec], store_path: str | None = None) -> list[tupl
     sent = True
     done: list[tuple[int, Outcome]] = []  # finished calls not reported yet
     # A batch of several (short) calls reports in groups: every REPORT_SECONDS between
-    # calls, not once per call (the driver's per-message cost dominated no-op tasks).
+    # calls, not once per call (the driver's per-message cost dominated no-op tasks),
+    # and its last group travels with the batch's return value, which follows at once.
     # The starts it does not announce are on the claims board, which crash attribution
     # reads. A lone call announces its start at once (timeouts are timed from it).
     grouped = len(specs) > 1
-    reported_at = 0.0
+    reported_at = time.monotonic()
     for token, call_id, payload, args_text, attempt, run_id, retry_policy in specs:
         # Claimed first, so that an outcome (a load failure included) always belongs to
         # a call cancel() can no longer take back.
@@ -248,7 +250,7 @@ def run_batch(specs: list[CallSpec], store_path: str | None = None) -> list[tupl
             continue
         info = CallInfo(run_id=run_id, call_id=call_id, attempt=attempt, task=task.name)
         now = time.monotonic()
-        if not grouped or not reported_at or now - reported_at >= REPORT_SECONDS:
+        if not grouped or now - reported_at >= REPORT_SECONDS:
             sent = _report(sent, pid, done, token, unsent)
             done = []
             reported_at = now
@@ -257,7 +259,9 @@ def run_batch(specs: list[CallSpec], store_path: str | None = None) -> list[tupl
         if not outcome[1]:
             outcome[2]["output"] = tail.take()
         done.append((token, outcome))
-    if done:
+    if done and grouped:
+        unsent.extend(done)
+    elif done:
         _report(sent, pid, done, None, unsent)
     return unsent
 
