@@ -106,22 +106,25 @@ class TaskFuture(cf.Future[T], Generic[T]):
         return super().set_running_or_notify_cancel()
 
     def set_result(self, result: T) -> None:
-        if "_lazy_condition" not in self.__dict__:
-            with _MAKING:
-                if "_lazy_condition" not in self.__dict__ and self._state in _UNRESOLVED:
-                    self._result = result
-                    self._state = _FINISHED
-                    return
-        super().set_result(result)
+        if not self._finish_without_condition(result, None):
+            super().set_result(result)
 
     def set_exception(self, exception: BaseException | None) -> None:
-        if "_lazy_condition" not in self.__dict__:
-            with _MAKING:
-                if "_lazy_condition" not in self.__dict__ and self._state in _UNRESOLVED:
-                    self._exception = exception
-                    self._state = _FINISHED
-                    return
-        super().set_exception(exception)
+        if not self._finish_without_condition(None, exception):
+            super().set_exception(exception)
+
+    def _finish_without_condition(self, result: Any, exception: BaseException | None) -> bool:
+        """Resolve a pending future that has no Condition; False if it has one (or is
+        final already): concurrent.futures' own path then applies."""
+        if "_lazy_condition" in self.__dict__:
+            return False
+        with _MAKING:
+            if "_lazy_condition" in self.__dict__ or self._state not in _UNRESOLVED:
+                return False
+            self._result = result
+            self._exception = exception
+            self._state = _FINISHED
+            return True
 
     # Lock-free reads of a final state: once FINISHED or cancelled, a future never changes,
     # and concurrent.futures sets ``_result``/``_exception`` before ``_state``.
