@@ -137,38 +137,36 @@ class Serial(System):
         self.map_reduce = lambda count, n: sum([wl.burn(n) for _ in range(count)])
 
 
-class Futures(System):
-    key, name = "cf", "concurrent.futures"
+class _Executor(System):
+    """A concurrent.futures-style pool: one submit per call, the reduce in the pool."""
 
-    def __init__(self, workers: int) -> None:
-        self.pool = cf.ProcessPoolExecutor(max_workers=workers)
-        list(self.pool.map(wl.burn, [1000] * workers * 2))
-        self.noops = lambda count: submit_all(self.pool, wl.noop, range(count))
-        self.cpu = lambda count, n: submit_all(self.pool, wl.burn, [n] * count)
-        self.map_reduce = lambda count, n: self.pool.submit(
-            sum, [f.result() for f in [self.pool.submit(wl.burn, n) for _ in range(count)]]
+    def _use(self, pool: Any, workers: int) -> None:
+        self.pool = pool
+        list(pool.map(wl.burn, [1000] * workers * 2))
+        self.noops = lambda count: submit_all(pool, wl.noop, range(count))
+        self.cpu = lambda count, n: submit_all(pool, wl.burn, [n] * count)
+        self.map_reduce = lambda count, n: pool.submit(
+            sum, [f.result() for f in [pool.submit(wl.burn, n) for _ in range(count)]]
         ).result()
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)
 
 
-class Loky(System):
+class Futures(_Executor):
+    key, name = "cf", "concurrent.futures"
+
+    def __init__(self, workers: int) -> None:
+        self._use(cf.ProcessPoolExecutor(max_workers=workers), workers)
+
+
+class Loky(_Executor):
     key, name = "loky", "raw loky"
 
     def __init__(self, workers: int) -> None:
         from loky import ProcessPoolExecutor
 
-        self.pool = ProcessPoolExecutor(max_workers=workers)
-        list(self.pool.map(wl.burn, [1000] * workers * 2))
-        self.noops = lambda count: submit_all(self.pool, wl.noop, range(count))
-        self.cpu = lambda count, n: submit_all(self.pool, wl.burn, [n] * count)
-        self.map_reduce = lambda count, n: self.pool.submit(
-            sum, [f.result() for f in [self.pool.submit(wl.burn, n) for _ in range(count)]]
-        ).result()
-
-    def close(self) -> None:
-        self.pool.shutdown(wait=True)
+        self._use(ProcessPoolExecutor(max_workers=workers), workers)
 
 
 def submit_all(pool: Any, fn: Callable[[int], int], args: Any) -> int:
@@ -702,6 +700,20 @@ def main() -> None:
                 return row.series.median
         return None
 
+    def target(
+        rows: list[Row],
+        peer: str,
+        label: str,
+        judge: Callable[[float, float], tuple[str, bool]],
+    ) -> None:
+        """One target line: procflow's median beside ``peer``'s, as ``judge`` words it."""
+        pf, other = median_of(rows, "procflow"), median_of(rows, peer)
+        if pf is None or other is None:
+            targets.append(f"{label}: not measured")
+            return
+        text, ok = judge(pf, other)
+        targets.append(f"{label}: {text} -> {verdict(ok)}")
+
     if "w1" in only:
         print("  W1 ...", file=sys.stderr, flush=True)
         rows = rows_for(systems, "noops")
@@ -714,15 +726,16 @@ def main() -> None:
             "\n`procflow` submits with `task.map`; `procflow (call loop)` calls the task once "
             "per item. joblib batches tasks automatically."
         )
-        pf, loky = median_of(rows, "procflow"), median_of(rows, "raw loky")
-        lg = median_of(rows, "LangGraph SqliteSaver")
-        if pf is not None and loky is not None:
-            targets.append(
-                f"W1 per-task cost <= 0.6x raw loky: procflow {pf:.1f} µs vs raw loky "
-                f"{loky:.1f} µs = {pf / loky:.2f}x -> {verdict(pf <= 0.6 * loky)}"
-            )
-        else:
-            targets.append("W1 per-task cost <= 0.6x raw loky: not measured")
+        target(
+            rows,
+            "raw loky",
+            "W1 per-task cost <= 0.6x raw loky",
+            lambda pf, loky: (
+                f"procflow {pf:.1f} µs vs raw loky {loky:.1f} µs = {pf / loky:.2f}x",
+                pf <= 0.6 * loky,
+            ),
+        )
+        pf, lg = median_of(rows, "procflow"), median_of(rows, "LangGraph SqliteSaver")
         if pf is not None and lg is not None:
             targets.append(
                 f"W1 (for information) procflow / LangGraph SqliteSaver: {pf / lg:.3f}x "
@@ -780,14 +793,15 @@ def main() -> None:
             "serial loop run just before each run",
         )
         emit("\nLangGraph runs tasks in threads: pure-Python CPU work holds the GIL.")
-        pf, loky = median_of(rows, "procflow"), median_of(rows, "raw loky")
-        if pf is not None and loky is not None:
-            targets.append(
-                f"W2 speedup >= raw loky - 3%: procflow {pf:.2f} vs raw loky {loky:.2f} "
-                f"({pf / loky - 1:+.1%}) -> {verdict(pf >= 0.97 * loky)}"
-            )
-        else:
-            targets.append("W2 speedup >= raw loky - 3%: not measured")
+        target(
+            rows,
+            "raw loky",
+            "W2 speedup >= raw loky - 3%",
+            lambda pf, loky: (
+                f"procflow {pf:.2f} vs raw loky {loky:.2f} ({pf / loky - 1:+.1%})",
+                pf >= 0.97 * loky,
+            ),
+        )
 
     if "w3" in only:
         rows = speedup_section(
@@ -802,14 +816,15 @@ def main() -> None:
             "LangGraph (a task in the pool); joblib has no futures, so its reduce is a plain "
             "`sum` in the caller."
         )
-        pf, jl = median_of(rows, "procflow"), median_of(rows, "joblib")
-        if pf is not None and jl is not None:
-            targets.append(
-                f"W3 speedup >= joblib - 5%: procflow {pf:.2f} vs joblib {jl:.2f} "
-                f"({pf / jl - 1:+.1%}) -> {verdict(pf >= 0.95 * jl)}"
-            )
-        else:
-            targets.append("W3 speedup >= joblib - 5%: not measured")
+        target(
+            rows,
+            "joblib",
+            "W3 speedup >= joblib - 5%",
+            lambda pf, jl: (
+                f"procflow {pf:.2f} vs joblib {jl:.2f} ({pf / jl - 1:+.1%})",
+                pf >= 0.95 * jl,
+            ),
+        )
 
     if "w4" in only:
         print("  W4 ...", file=sys.stderr, flush=True)
@@ -833,14 +848,15 @@ def main() -> None:
             "LangGraph: one `entrypoint` run (InMemorySaver) of 2,000 task calls with "
             "`cache_policy=CachePolicy()` and `InMemoryCache`."
         )
-        pf, jl = median_of(rows, "procflow"), median_of(rows, "joblib")
-        if pf is not None and jl is not None:
-            targets.append(
-                f"W4 cache hit <= 0.2x joblib.Memory: procflow {pf:.1f} µs vs joblib.Memory "
-                f"{jl:.1f} µs = {pf / jl:.2f}x -> {verdict(pf <= 0.2 * jl)}"
-            )
-        else:
-            targets.append("W4 cache hit <= 0.2x joblib.Memory: not measured")
+        target(
+            rows,
+            "joblib",
+            "W4 cache hit <= 0.2x joblib.Memory",
+            lambda pf, jl: (
+                f"procflow {pf:.1f} µs vs joblib.Memory {jl:.1f} µs = {pf / jl:.2f}x",
+                pf <= 0.2 * jl,
+            ),
+        )
 
     for system in systems.values():
         if isinstance(system, System):
