@@ -87,7 +87,9 @@ class Channel:
                 selector = selectors.DefaultSelector()
                 selector.register(self._wake_r, selectors.EVENT_READ)
                 for conn in conns:
-                    selector.register(conn, selectors.EVENT_READ)
+                    # One drain() closed meanwhile is gone: the next pass drops it.
+                    with contextlib.suppress(OSError, ValueError):
+                        selector.register(conn, selectors.EVENT_READ)
                 watched = conns
             got = False
             for key, _ in selector.select(timeout=1.0):

@@ -56,73 +56,84 @@ class HitRecords:
         return (call, True, text, self.meta)
 
 
-def answer_map_hits(run: Run, calls: list[Call]) -> list[Call]:
+def answer_map_hits(run: Run, calls: list[Call]) -> None:
     """Answer the cache hits among ``calls`` (just prepared by ``Task.map``, futures not
-    yet returned) here; the calls left for the scheduler."""
+    yet returned) here, and take them out of ``calls``: those left go to the scheduler.
+    Whatever is raised meanwhile (Ctrl-C included), a call is either still in ``calls``
+    or committed, out of it and resolved, never both."""
     if run.stopping or run.cancelling:
-        return calls
+        return
     cache = run.cache
     looked_up: list[Call] = []
-    rest: list[Call] = []
     for call in calls:
         try:
-            cached = not call.deps and cache.wants(call)
+            if not call.deps and cache.wants(call):
+                looked_up.append(call)
         except Exception:  # a failing key_func: the scheduler reports it on the call
-            cached = False
-        (looked_up if cached else rest).append(call)
+            pass
     if not looked_up:
-        return calls
+        return
     try:
         hits = cache.lookup_many(looked_up)
     except StoreError:
-        return calls  # the scheduler looks them up again and reports the error per call
+        return  # the scheduler looks them up again and reports the error per call
     records = HitRecords()
     outcomes: list[Outcome] = []
     for call in looked_up:
         text = hits.get(call.cache_key or "")
         if text is None:
             call.looked_up = True  # a miss: the scheduler starts it, keeping its key
-            rest.append(call)
         else:
             outcomes.append(records.outcome(call, text))
-    if outcomes:
-        try:
-            run.commit_outcomes(outcomes)
-        except StoreError:
-            for call, *_ in outcomes:  # as if never looked up: the scheduler tries again
-                call.attempts.clear()
-                call.attempt_json = None
-                call.looked_up = False
-                rest.append(call)
-            return rest
-        _resolve(run, outcomes)
-    return rest
+    if not outcomes:
+        return
+    try:
+        run.commit_outcomes(outcomes)
+    except StoreError:
+        for call, *_ in outcomes:  # as if never looked up: the scheduler tries again
+            call.attempts.clear()
+            call.attempt_json = None
+        return
+    answered = {id(call) for call, *_ in outcomes}
+    calls[:] = [call for call in calls if id(call) not in answered]
+    _resolve(run, outcomes)
 
 
 def _resolve(run: Run, outcomes: list[Outcome]) -> None:
-    """Resolve the committed hits' futures (nobody has seen them: no lock, no waiter)."""
-    succeeded = 0
+    """Resolve the committed hits' futures (nobody has seen them: no lock, no waiter),
+    then tell the listener. An interruption still leaves every future resolved."""
+    succeeded: list[Call] = []
     try:
         for call, _, text, _ in outcomes:
-            if run.listener is not None:
-                run.emit(
-                    "task_succeeded",
-                    call,
-                    duration=0.0,
-                    attempt=call.attempt,
-                    pid=None,
-                    cached=True,
-                    replayed=False,
-                )
-            plain = _serde.loads(text)
-            try:
-                value = call.task.result_codec().from_plain(plain)
-            except Exception as exc:  # pragma: no cover - a value that dumped but won't load
-                call.future.set_exception(exc)
-                run.call_finished(call)
-                continue
-            call.future.plain = plain
-            call.future.resolve_new(value)
-            succeeded += 1
+            if _resolve_one(run, call, text):
+                succeeded.append(call)
     finally:  # the run must not wait for them, whatever happened
-        run.calls_succeeded(succeeded)
+        for call, _, text, _ in outcomes:
+            if not call.future.done() and _resolve_one(run, call, text):
+                succeeded.append(call)
+        run.calls_succeeded(len(succeeded))
+    if run.listener is not None:
+        for call in succeeded:
+            run.emit(
+                "task_succeeded",
+                call,
+                duration=0.0,
+                attempt=call.attempt,
+                pid=None,
+                cached=True,
+                replayed=False,
+            )
+
+
+def _resolve_one(run: Run, call: Call, text: str) -> bool:
+    """Resolve one hit's future with its stored value; False if that failed."""
+    try:
+        plain = _serde.loads(text)
+        value = call.task.result_codec().from_plain(plain)
+    except Exception as exc:  # a stored value that does not load (a corrupt entry)
+        call.future.set_exception(exc)
+        run.call_finished(call)
+        return False
+    call.future.plain = plain
+    call.future.resolve_new(value)
+    return True

@@ -142,7 +142,7 @@ class Run:
                 if call is not None:
                     calls.append(call)
             if calls and (task.cache_policy or self.cache_policy):
-                calls = answer_map_hits(self, calls)
+                answer_map_hits(self, calls)  # takes out the hits it answered
         finally:
             if calls:
                 self.scheduler.post("calls", calls)

@@ -578,3 +578,72 @@ def test_a_failing_key_func_in_a_map_fails_that_call(tmp_path: Path) -> None:
         return [type(bad.exception(timeout=T)).__name__, uncached(ledger, 4).result(timeout=T)]
 
     assert main.invoke() == ["TypeError", 4]
+
+
+def _invoke_in_thread(entrypoint_: Any, **kwargs: Any) -> list[Any]:
+    """``entrypoint_.invoke(**kwargs)`` in a daemon thread: [result] or [exception],
+    or [] if it did not end within T seconds (a hung run must fail the test, not
+    hang it)."""
+    import threading
+
+    out: list[Any] = []
+
+    def target() -> None:
+        try:
+            out.append(entrypoint_.invoke(**kwargs))
+        except BaseException as exc:  # reported to the test
+            out.append(exc)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(T)
+    return out
+
+
+@pytest.mark.parametrize("interruption", ["corrupt value", "Ctrl-C"])
+def test_a_map_cut_short_while_resolving_its_hits_settles_each_call_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, interruption: str
+) -> None:
+    """Committed hits are never handed to the scheduler as well: every future settles,
+    the run ends, and each call has one checkpoint entry."""
+    from procflow import _hits
+
+    ledger, store_dir = str(tmp_path / "ledger"), tmp_path / "store"
+
+    @entrypoint(checkpointer=store_dir, executor="thread")
+    def fill() -> list[int]:
+        return [f.result(timeout=T) for f in cached_square.map([ledger] * 3, range(3))]
+
+    assert fill.invoke() == [0, 1, 4]
+    real = _hits._resolve_one
+    seen: list[int] = []
+
+    def second_fails(run: Any, call: Any, text: str) -> bool:
+        seen.append(1)
+        if len(seen) == 2:
+            if interruption == "Ctrl-C":
+                raise KeyboardInterrupt
+            text = "{not json"
+        return real(run, call, text)
+
+    monkeypatch.setattr(_hits, "_resolve_one", second_fails)
+
+    @entrypoint(checkpointer=store_dir, executor="thread")
+    def main() -> list[str]:
+        try:
+            futures = cached_square.map([ledger] * 3, range(3))
+        except KeyboardInterrupt:
+            return ["interrupted"]
+        return [
+            "failed" if f.exception(timeout=T) else repr(f.result(timeout=T)) for f in futures
+        ]
+
+    out = _invoke_in_thread(main, run_id="cut")
+    assert out, "the run never ended: some call was left unsettled"
+    expected = ["interrupted"] if interruption == "Ctrl-C" else ["0", "failed", "4"]
+    assert out == [expected]
+    assert executions(ledger) == 3  # all three were hits
+    with procflow.Store(store_dir) as store:
+        entries = store.load_entries("cut")
+    assert sorted(e["call"] for e in entries) == sorted({e["call"] for e in entries})
+    assert len(entries) == 3
