@@ -28,6 +28,12 @@ live LocalCluster runs its scheduler on a thread of the calling process (so the 
 runs its paired serial loops in a one-process pool of their own). A peer that
 fails to import or errors is shown as ``n/a (reason)``. Prints one markdown table per
 workload and a list of targets.
+
+A speedup target (W2, W3) is also judged round by round: procflow's speedup over the
+peer's in the same round, where drift between rounds cancels out. When the target's
+factor lies inside the interquartile range of those ratios, the rounds could not decide
+it: procflow and that peer run twice as many rounds again (once, whichever way the
+ratios lean), and the verdict uses every round. The target itself never changes.
 """
 
 from __future__ import annotations
@@ -69,6 +75,8 @@ PEER_KEYS = ("serial", "cf", "loky", "joblib", "dask", "langgraph")
 NOOPS = 2000
 W2_TASKS, W2_MS = 32, 100.0
 W3_TASKS, W3_MS = 200, 5.0
+# The speedup targets: procflow at least this fraction of the peer's (issue 7).
+W2_FACTOR, W3_FACTOR = 0.97, 0.95
 CACHE_CALLS = 2000
 IMPORT_RUNS = 15
 
@@ -566,6 +574,34 @@ def paired(rows: list[Row], attr: str, count: int, n: int, expected: int, pairs:
     rounds(rows, pairs, attr, one, n)
 
 
+def paired_ratios(rows: list[Row], peer: str) -> list[float]:
+    """procflow's speedup over ``peer``'s, round by round (they take turns in a round, so
+    the machine's drift between rounds cancels out)."""
+    by_name = {r.name: r.series.values for r in rows if not r.error}
+    mine, theirs = by_name.get("procflow"), by_name.get(peer)
+    if not mine or not theirs:
+        return []
+    return [a / b for a, b in zip(mine, theirs, strict=False)]
+
+
+def undecided(ratios: list[float], factor: float) -> bool:
+    """Whether ``factor`` lies inside the ratios' interquartile range: too close to call."""
+    if len(ratios) < 4:
+        return False
+    q1, _, q3 = statistics.quantiles(ratios, n=4)
+    return q1 < factor < q3
+
+
+def paired_note(ratios: list[float], peer: str) -> str:
+    if len(ratios) < 4:
+        return ""
+    q1, median, q3 = statistics.quantiles(ratios, n=4)
+    return (
+        f"; round by round, procflow / {peer} = {median:.3f} (median of {len(ratios)}, "
+        f"IQR {q1:.3f}-{q3:.3f})"
+    )
+
+
 def load1() -> float:
     return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
 
@@ -742,14 +778,34 @@ def main() -> None:
                 f"({lg / pf:.0f}x faster)"
             )
 
-    def speedup_section(key: str, attr: str, title: str) -> list[Row]:
+    def speedup_section(
+        key: str, attr: str, title: str, peer: str, factor: float
+    ) -> tuple[list[Row], str]:
+        """The workload's table; procflow is judged against ``factor`` x ``peer``."""
         print(f"  {key} ...", file=sys.stderr, flush=True)
         rows = [r for r in rows_for(systems, attr) if r.name != "serial loop"]
         count, ms = (W2_TASKS, W2_MS) if attr == "cpu" else (W3_TASKS, W3_MS)
+        n = loop_count(ms)
         before = load1()
-        measure(rows, attr, pairs, loop_count(ms))
+        measure(rows, attr, pairs, n)
+        extra = ""
+        judged = [r for r in rows if r.name in ("procflow", peer) and not r.error]
+        ratios = paired_ratios(rows, peer)
+        if len(judged) == 2 and undecided(ratios, factor):
+            # The target sits inside the noise: more rounds of the two systems it
+            # compares (never a looser target). Decided once, whichever way it leans.
+            print(f"  {key}: undecided, {2 * pairs} more rounds", file=sys.stderr, flush=True)
+            measure(judged, attr, 2 * pairs, n)
+            extra = (
+                f"_After {pairs} rounds the per-round ratio procflow / {peer} had "
+                f"{factor:g} inside its interquartile range, so procflow and {peer} ran "
+                f"{2 * pairs} more rounds, taking turns; their rows cover all "
+                f"{3 * pairs} rounds._\n"
+            )
         emit(f"\n### {key}: {title}\n")
         emit(load_note(before))
+        if extra:
+            emit(extra)
         serial = [v for r in rows for v in r.serial.values]
         if serial:
             emit(
@@ -783,14 +839,16 @@ def main() -> None:
                 ],
             )
         )
-        return rows
+        return rows, paired_note(paired_ratios(rows, peer), peer)
 
     if "w2" in only:
-        rows = speedup_section(
+        rows, paired = speedup_section(
             "W2",
             "cpu",
             f"{W2_TASKS} CPU tasks of ~{W2_MS:.0f} ms at {workers} workers, speedup over the "
             "serial loop run just before each run",
+            "raw loky",
+            W2_FACTOR,
         )
         emit("\nLangGraph runs tasks in threads: pure-Python CPU work holds the GIL.")
         target(
@@ -798,17 +856,19 @@ def main() -> None:
             "raw loky",
             "W2 speedup >= raw loky - 3%",
             lambda pf, loky: (
-                f"procflow {pf:.2f} vs raw loky {loky:.2f} ({pf / loky - 1:+.1%})",
-                pf >= 0.97 * loky,
+                f"procflow {pf:.2f} vs raw loky {loky:.2f} ({pf / loky - 1:+.1%}){paired}",
+                pf >= W2_FACTOR * loky,
             ),
         )
 
     if "w3" in only:
-        rows = speedup_section(
+        rows, paired = speedup_section(
             "W3",
             "map_reduce",
             f"map {W3_TASKS} CPU tasks of ~{W3_MS:.0f} ms, then one reduce task summing "
             f"their results, at {workers} workers; speedup over the serial loop",
+            "joblib",
+            W3_FACTOR,
         )
         emit(
             "\nThe reduce takes the map's futures in procflow (`total(parts)`) and Dask "
@@ -821,8 +881,8 @@ def main() -> None:
             "joblib",
             "W3 speedup >= joblib - 5%",
             lambda pf, jl: (
-                f"procflow {pf:.2f} vs joblib {jl:.2f} ({pf / jl - 1:+.1%})",
-                pf >= 0.95 * jl,
+                f"procflow {pf:.2f} vs joblib {jl:.2f} ({pf / jl - 1:+.1%}){paired}",
+                pf >= W3_FACTOR * jl,
             ),
         )
 

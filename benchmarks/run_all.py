@@ -333,7 +333,10 @@ def page(
         "How to read these numbers: every parallel run is paired with a serial run taken "
         "just before it (the machine's speed drifts), so a speedup is the ratio within "
         "one pair; tables show the median over the pairs and the extremes, and IQR/median "
-        "is the noise (interquartile range over the median). Per-task and per-call costs "
+        "is the noise (interquartile range over the median). A speedup target whose factor "
+        "falls inside the interquartile range of the round-by-round ratios gets twice as "
+        "many rounds again for procflow and that peer (bench_peers says so under its "
+        "table). Per-task and per-call costs "
         "are wall time divided by the number of tasks. Pools are warm before timing.",
         "",
         "## Targets",
