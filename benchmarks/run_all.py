@@ -308,6 +308,7 @@ def page(
     started: dt.datetime,
     loads: list[str],
     chart: str | None,
+    revision: str,
 ) -> str:
     from _harness import table
 
@@ -328,7 +329,7 @@ def page(
         f"the run took {took / 60:.1f} minutes",
         f"- machine: {machine()}",
         f"- load average (1, 5, 15 min) at start / end: {loads[0]} / {loads[-1]}",
-        f"- procflow revision: {git_revision()}",
+        f"- procflow revision: {revision}",
         "",
         "How to read these numbers: every parallel run is paired with a serial run taken "
         "just before it (the machine's speed drifts), so a speedup is the ratio within "
@@ -397,13 +398,15 @@ def main() -> None:
     if not steps:
         parser.error("--steps names none of peers, durable, policies, scaling")
     started = dt.datetime.now(dt.timezone.utc)
+    # Read before the steps run: they rewrite the chart, which is tracked.
+    revision = git_revision()
     loads = [load()]
     for step in steps:
         run_step(step, args.timeout)
     loads.append(load())
     drawn = chart.exists() and chart.stat().st_mtime != chart_before
     link = os.path.relpath(chart.resolve(), out.resolve().parent) if drawn else None
-    out.write_text(page(steps, args, started, loads, link))
+    out.write_text(page(steps, args, started, loads, link, revision))
     print(f"\nwrote {out}" + (f" and {chart}" if drawn else ""), file=sys.stderr)
     if any(step.returncode for step in steps):
         sys.exit(1)
