@@ -28,6 +28,7 @@ from _harness import Series, machine, table, timed  # noqa: E402
 import procflow  # noqa: E402
 
 STORE = Path(tempfile.mkdtemp(prefix="procflow-scaling-")) / "store"
+TARGET_WORKERS = 16  # issue 7 judges efficiency at 16 workers, on a 16-core machine
 
 
 @procflow.task
@@ -106,11 +107,19 @@ def main() -> None:
     ]
     top = worker_counts[-1]
     best_peer = max(results[p][top].median for p in ("joblib", "raw loky"))
-    verdict = "met" if results["procflow"][top].median >= best_peer else "NOT met"
-    lines.append(
-        f"\ntarget (issue 7): procflow efficiency at {top} workers "
-        f"{results['procflow'][top].median:.3f} >= best peer {best_peer:.3f} -> {verdict}"
-    )
+    mine = results["procflow"][top].median
+    if top >= TARGET_WORKERS:
+        verdict = "met" if mine >= best_peer else "NOT met"
+        lines.append(
+            f"\ntarget (issue 7): procflow efficiency at {top} workers "
+            f"{mine:.3f} >= best peer {best_peer:.3f} -> {verdict}"
+        )
+    else:  # the target is about 16 workers; a smaller run only informs
+        lines.append(
+            f"\ntarget (issue 7): efficiency at {TARGET_WORKERS} workers not measured "
+            f"(this run's most was {top}); at {top} workers, for information: procflow "
+            f"{mine:.3f}, best peer {best_peer:.3f}"
+        )
     report = "\n".join(lines)
     print(report)
     if args.markdown:
