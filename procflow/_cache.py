@@ -50,9 +50,7 @@ def cache_key(
     else:
         typed_args, typed_kwargs = task.from_plain_args(args, kwargs)
         argument_part = policy.argument_key(typed_args, typed_kwargs, "")
-    return _keys.digest(
-        "\x1f".join((task.name, task.fingerprint, argument_part))
-    )
+    return _keys.digest("\x1f".join((task.name, task.fingerprint, argument_part)))
 
 
 class _MemoryCache:

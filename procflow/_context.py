@@ -63,7 +63,6 @@ def find_run() -> Run | None:
     return None
 
 
-
 def current_call() -> CallInfo | None:
     """Inside a task: its run id, call id, attempt and task name; elsewhere None."""
     return current_call_var.get()

@@ -318,6 +318,7 @@ def _install_sigterm() -> Callable[[], None]:
         previous = signal.signal(signal.SIGTERM, on_sigterm)
     except ValueError:  # pragma: no cover - not the main interpreter
         return lambda: None
+
     def restore() -> None:
         signal.signal(signal.SIGTERM, previous)
 

@@ -39,16 +39,12 @@ __all__ = ["Command", "Entrypoint", "entrypoint", "interrupt"]
 R = TypeVar("R")
 
 
-
-
 _END: Any = object()
 
 
 class _Raised:
     def __init__(self, exc: BaseException) -> None:
         self.exc = exc
-
-
 
 
 def interrupt(value: Any = None) -> Any:
@@ -352,10 +348,6 @@ class Entrypoint(Generic[R]):
         return await coro
 
 
-
-
-
-
 def _run_id_from(run_id: str | None, config: dict[str, Any] | None) -> str | None:
     thread_id = None
     if config:
@@ -368,8 +360,6 @@ def _run_id_from(run_id: str | None, config: dict[str, Any] | None) -> str | Non
     if chosen is not None and (not isinstance(chosen, str) or not chosen):
         chosen = str(chosen)
     return chosen
-
-
 
 
 def _hints(fn: Callable[..., Any]) -> dict[str, Any]:

@@ -54,8 +54,7 @@ def crash_error(
     else:
         how = "died (the culprit could not be told apart from its neighbours)"
     hint = (
-        "SIGKILL is often the out-of-memory killer: lower max_workers or the task's memory "
-        "use"
+        "SIGKILL is often the out-of-memory killer: lower max_workers or the task's memory use"
         if exitcode == -9
         else "a segfault in native code or os._exit() in the task are the usual causes"
     )
@@ -160,9 +159,7 @@ class PoolBreaks:
         """Back to the front of the queue, same attempt: the break was not its doing."""
         self._ready.appendleft(call)
 
-    def _fail_attempt(
-        self: _BreakHost, call: Call, exc: BaseException, pid: int | None
-    ) -> None:
+    def _fail_attempt(self: _BreakHost, call: Call, exc: BaseException, pid: int | None) -> None:
         from .errors import TaskTimeoutError
 
         envelope = {

@@ -217,9 +217,7 @@ class Scheduler(LocalCalls, PoolBreaks, GroupCommits):
             callback()
 
     def _after(self, seconds: float, callback: Callable[[], None]) -> None:
-        heapq.heappush(
-            self._timers, (time.monotonic() + seconds, next(self._timer_seq), callback)
-        )
+        heapq.heappush(self._timers, (time.monotonic() + seconds, next(self._timer_seq), callback))
 
     # -- new calls and dependencies ------------------------------------------------------
     def _on_new_call(self, call: Call) -> None:
@@ -297,7 +295,6 @@ class Scheduler(LocalCalls, PoolBreaks, GroupCommits):
             self._ready.append(call)
         else:
             self._run_local(call)
-
 
     def _drop(self, call: Call, exc: BaseException | None) -> None:
         """Finish a call that will not run: cancelled, or one of its inputs failed."""
@@ -431,8 +428,7 @@ class Scheduler(LocalCalls, PoolBreaks, GroupCommits):
         self._take_channel()
         returned = {token for token, _ in unsent}
         if self._channel is not None and any(
-            token not in returned and self._dispatched.get(token) is call
-            for token, call in batch
+            token not in returned and self._dispatched.get(token) is call for token, call in batch
         ):
             self._channel.drain()
             self._take_channel()
@@ -515,12 +511,6 @@ class Scheduler(LocalCalls, PoolBreaks, GroupCommits):
                 call.future.cancel()  # waiting in a worker's queue: revoked, never runs
 
 
-
-
-
-
-
-
 def _mark_running(call: Call) -> bool:
     """Mark the future running at its first dispatch; False if it was cancelled.
 
@@ -530,10 +520,6 @@ def _mark_running(call: Call) -> bool:
     if not call.running:
         call.running = call.future.set_running_or_notify_cancel()
     return call.running
-
-
-
-
 
 
 _scheduler: Scheduler | None = None

@@ -46,8 +46,9 @@ def finish(proc: subprocess.Popen[str], timeout: float = 90) -> tuple[int, str, 
     return proc.returncode, out, err
 
 
-def run(args: list[str], env: dict[str, str], timeout: float = 90, cwd: Path | None = None
-        ) -> tuple[int, str, str]:
+def run(
+    args: list[str], env: dict[str, str], timeout: float = 90, cwd: Path | None = None
+) -> tuple[int, str, str]:
     return finish(start(args, env, cwd), timeout)
 
 

@@ -634,9 +634,7 @@ def test_a_map_cut_short_while_resolving_its_hits_settles_each_call_once(
             futures = cached_square.map([ledger] * 3, range(3))
         except KeyboardInterrupt:
             return ["interrupted"]
-        return [
-            "failed" if f.exception(timeout=T) else repr(f.result(timeout=T)) for f in futures
-        ]
+        return ["failed" if f.exception(timeout=T) else repr(f.result(timeout=T)) for f in futures]
 
     out = _invoke_in_thread(main, run_id="cut")
     assert out, "the run never ended: some call was left unsettled"

@@ -30,8 +30,9 @@ def _committed_inputs(store_dir: Path, run_id: str) -> set[int]:
     return {int(json.loads(e["value"]) ** 0.5 + 0.5) for e in entries if e["status"] == "ok"}
 
 
-@pytest.mark.parametrize("point", ["kill_after_commit:1", "kill_after_commit:3",
-                                   "kill_before_commit:2"])
+@pytest.mark.parametrize(
+    "point", ["kill_after_commit:1", "kill_after_commit:3", "kill_before_commit:2"]
+)
 def test_driver_killed_at_a_commit_resumes_without_rerunning_committed_calls(
     tmp_path: Path, point: str
 ) -> None:
@@ -70,8 +71,10 @@ def _start_long(tmp_path: Path) -> tuple[object, Path, dict[str, str]]:
     markers.mkdir()
     env = env_with(MARKERS=str(markers))
     proc = start([str(SCRIPTS / "long_task.py"), str(tmp_path / "store"), "long"], env)
-    wait_for(lambda: all((markers / f"{x}.started").exists() for x in (0, 1)),
-             what="both long calls to start")
+    wait_for(
+        lambda: all((markers / f"{x}.started").exists() for x in (0, 1)),
+        what="both long calls to start",
+    )
     return proc, markers, env
 
 
@@ -81,8 +84,11 @@ def test_workers_die_within_two_seconds_of_a_driver_sigkill(tmp_path: Path) -> N
     os.kill(proc.pid, signal.SIGKILL)  # the driver only, not its group
     proc.communicate(timeout=30)
     try:
-        wait_for(lambda: not any(pid_alive(p) for p in pids), timeout=2,
-                 what="workers to exit after the driver died")
+        wait_for(
+            lambda: not any(pid_alive(p) for p in pids),
+            timeout=2,
+            what="workers to exit after the driver died",
+        )
     finally:
         for pid in pids:
             if pid_alive(pid):
@@ -147,8 +153,11 @@ def test_a_kill_inside_a_batched_group_committed_stretch_loses_nothing_acknowled
     assert code == 0, err
     assert json.loads(out.splitlines()[-1]) == sum(x + 1 for x in range(n))
     with Store(store_dir) as store:
-        inputs = {int(json.loads(e["value"])) - 1 for e in store.load_entries("b1")
-                  if e["status"] == "ok" and e["call"] in committed}
+        inputs = {
+            int(json.loads(e["value"])) - 1
+            for e in store.load_entries("b1")
+            if e["status"] == "ok" and e["call"] in committed
+        }
         assert store.check() == []
     # The resume executed only what was not committed (its warm-up run had succeeded
     # before, so it replays without executing anything).

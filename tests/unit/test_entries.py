@@ -14,7 +14,7 @@ from procflow._task import Task
 
 
 def _call(call_id: str, deps: list[str], attempts: list[dict[str, Any]]) -> Call:
-    task: Task[Any, Any] = Task(lambda x: x, name="tasks.émoji \"quoted\"")
+    task: Task[Any, Any] = Task(lambda x: x, name='tasks.émoji "quoted"')
     call = Call(None, task, call_id, [1], {}, [], TaskFuture(task.name, call_id), "process", None)  # type: ignore[arg-type]
     call.dep_ids = deps
     call.attempts = attempts
