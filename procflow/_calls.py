@@ -85,11 +85,21 @@ class Call:
         # The canonical JSON of args and kwargs while they hold no future marker (the
         # call id's text, which a cache key reuses).
         self.arg_text: str | None = None
-        self.running = False  # the future is marked running (_scheduler._mark_running)
+        self.running = False  # the future is marked running (mark_running)
         self.looked_up = False  # missed the cache already (looked up by _hits, keyed)
 
     def __repr__(self) -> str:
         return f"<Call {self.task.name!r} {self.call_id[:12]} attempt {self.attempt}>"
+
+    def mark_running(self) -> bool:
+        """Mark the future running at its first dispatch; False if it was cancelled.
+
+        A retry or a re-dispatch after a pool break finds it running already (a running
+        future cannot be cancelled, so the flag stays true).
+        """
+        if not self.running:
+            self.running = self.future.set_running_or_notify_cancel()
+        return self.running
 
 
 def mark_futures(value: Any, deps: list[TaskFuture[Any]]) -> Any:

@@ -42,7 +42,7 @@ class GroupCommits:
     _timer_seq: Iterator[int]
     _dispatched: dict[int, Call]
     _local: dict[int, Call]
-    _stats: dict[str, Any]  # task name -> _TaskStats (its mean call duration)
+    _stats: dict[str, Any]  # task name -> _dispatch.TaskStats (its mean call duration)
 
     if TYPE_CHECKING:
 

@@ -26,47 +26,22 @@ from collections.abc import Callable
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from typing import Any
 
-from . import _pool, _serde
+from . import _pool
 from ._calls import Call, substitute
 from ._channel import Channel, get_channel
 from ._claims import get_board
 from ._commits import GroupCommits
+from ._dispatch import Dispatches, TaskStats
 from ._failures import PoolBreaks
 from ._hits import HitRecords
 from ._local import LocalCalls
-from ._worker import (
-    Outcome,
-    add_note,
-    run_batch,
-)
+from ._worker import Outcome, add_note
 from .errors import StoreError
 
 __all__ = ["Scheduler", "get_scheduler"]
 
-# Batching: calls of a task whose measured duration is below SHORT_CALL_SECONDS share a
-# dispatch, sized to take about TARGET_BATCH_SECONDS, never more than MAX_BATCH calls and
-# never so many that a worker would sit idle while another holds the whole queue.
-# 10 ms: a 5 ms map step gains measurably from sharing dispatches (joblib batches such
-# calls too), and a call of that size is still "a few ms" if a driver kill re-runs it.
-SHORT_CALL_SECONDS = 0.01
-TARGET_BATCH_SECONDS = 0.05
-MAX_BATCH = 256
 
-
-class _TaskStats:
-    """Exponential moving average of a task's call duration, for batch sizing."""
-
-    __slots__ = ("mean", "running")
-
-    def __init__(self) -> None:
-        self.mean: float | None = None
-        self.running = 0
-
-    def observe(self, seconds: float) -> None:
-        self.mean = seconds if self.mean is None else 0.7 * self.mean + 0.3 * seconds
-
-
-class Scheduler(LocalCalls, PoolBreaks, GroupCommits):
+class Scheduler(Dispatches, LocalCalls, PoolBreaks, GroupCommits):
     def __init__(self) -> None:
         self._inbox: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         self._ready: deque[Call] = deque()
@@ -77,7 +52,7 @@ class Scheduler(LocalCalls, PoolBreaks, GroupCommits):
         self._timers: list[tuple[float, int, Callable[[], None]]] = []
         self._timer_seq = itertools.count()
         self._to_commit: list[tuple[Call, bool, Any, dict[str, Any]]] = []
-        self._stats: dict[str, _TaskStats] = {}
+        self._stats: dict[str, TaskStats] = {}
         self._threads: ThreadPoolExecutor | None = None
         self._tokens = itertools.count(1)
         self._dispatched: dict[int, Call] = {}  # token -> call sent to the process pool
@@ -197,7 +172,7 @@ class Scheduler(LocalCalls, PoolBreaks, GroupCommits):
         """A worker started the call: it is running now, too late to cancel."""
         call.started = started
         call.future.revoke = None
-        _mark_running(call)
+        call.mark_running()
         if call.run.listener is not None:
             call.run.emit("task_started", call, pid=pid, attempt=call.attempt)
         if call.task.timeout is not None:
@@ -284,7 +259,7 @@ class Scheduler(LocalCalls, PoolBreaks, GroupCommits):
                 text = hits.get(call.cache_key or "")
                 if text is None:
                     self._start(call)
-                elif _mark_running(call):
+                elif call.mark_running():
                     self._to_commit.append(records.outcome(call, text))
                 else:
                     self._drop(call, None)
@@ -304,112 +279,6 @@ class Scheduler(LocalCalls, PoolBreaks, GroupCommits):
         elif not future.done():
             future.cancel()
         self._settled(call)
-
-    # -- dispatch to the process pool ----------------------------------------------------
-    def _dispatch(self) -> None:
-        while self._ready:
-            pool = self._ready[0].run.pool()
-            # Two dispatches per worker: one running, one queued behind it, so a worker
-            # never idles waiting for the driver (measured: 0.69 -> 0.92 efficiency at
-            # 16 workers). The queued one stays cancellable until it starts (_claims).
-            if self._inflight_for(pool) >= 2 * pool.max_workers:
-                return
-            batch = self._take_batch(pool)
-            if not batch:
-                continue
-            specs = []
-            for call in batch:
-                call.started = 0.0
-                call.token = token = next(self._tokens)
-                self._dispatched[token] = call
-                self.claims.reset(token)
-                if not call.running:
-                    call.future.revoke = functools.partial(self.claims.revoke, token)
-                specs.append(
-                    (
-                        call.token,
-                        call.call_id,
-                        call.task.payload(),
-                        _serde.dumps([call.args, call.kwargs]),
-                        call.attempt,
-                        call.run.run_id,
-                        call.policy,
-                    )
-                )
-            store = batch[0].run.store
-            fut = pool.submit(run_batch, specs, str(store.path) if store is not None else None)
-            self._inflight[fut] = (pool, [(call.token, call) for call in batch])
-            fut.add_done_callback(functools.partial(self._batch_callback, pool=pool))
-
-    def _batch_callback(self, fut: Future[Any], *, pool: _pool.Pool) -> None:
-        """Runs on loky's thread: note who died (before loky kills the rest), then post."""
-        if not fut.cancelled() and fut.exception() is not None:
-            pool.snapshot_crash()
-        self.post("batch", fut, pool)
-
-    def _inflight_for(self, pool: _pool.Pool) -> int:
-        return sum(1 for p, _ in self._inflight.values() if p is pool)
-
-    def _take_batch(self, pool: _pool.Pool) -> list[Call]:
-        first = self._ready.popleft()
-        if not self._admit(first):
-            return []
-        batch = [first]
-        task = first.task
-        stats = self._stats.get(task.name)
-        if (
-            stats is None
-            or stats.mean is None
-            or stats.mean > SHORT_CALL_SECONDS
-            or task.timeout is not None
-            or task.max_concurrency is not None
-        ):
-            return batch
-        # Never more than an even share of what is queued (this call included) per
-        # dispatch slot, so that no worker sits idle while another holds the queue.
-        fair_share = -(-(len(self._ready) + 1) // (2 * pool.max_workers))
-        size = min(MAX_BATCH, max(1, int(TARGET_BATCH_SECONDS / max(stats.mean, 1e-6))))
-        size = min(size, fair_share)
-        ready = self._ready
-        while len(batch) < size and ready and ready[0].task is task and ready[0].run is first.run:
-            call = ready.popleft()
-            if call.future.cancelled():
-                self._drop(call, None)
-            else:
-                batch.append(call)
-        return batch
-
-    def _admit(self, call: Call) -> bool:
-        """Take a slot for the call, unless cancelled or its task is at max_concurrency.
-
-        A local call is marked running now; a process call when a worker starts it
-        (until then it may wait in the worker's queue, and cancel() can take it back).
-        """
-        limit = call.task.max_concurrency
-        stats = self._stats.setdefault(call.task.name, _TaskStats())
-        if limit is not None and stats.running >= limit:
-            self._held.setdefault(call.task.name, deque()).append(call)
-            return False
-        admitted = (
-            not call.future.cancelled() if call.executor == "process" else _mark_running(call)
-        )
-        if not admitted:
-            self._drop(call, None)
-            return False
-        stats.running += 1
-        return True
-
-    def _release(self, call: Call) -> None:
-        stats = self._stats.get(call.task.name)
-        if stats is not None and stats.running > 0:
-            stats.running -= 1
-        held = self._held.get(call.task.name)
-        if held:
-            waiting = held.popleft()
-            if waiting.executor == "process":
-                self._ready.appendleft(waiting)
-            else:
-                self._run_local(waiting)
 
     # -- outcomes ----------------------------------------------------------------------
     def _on_batch_done(self, fut: Future[Any], pool: _pool.Pool) -> None:
@@ -453,7 +322,7 @@ class Scheduler(LocalCalls, PoolBreaks, GroupCommits):
             self._drop(call, CancelledError(f"run {call.run.run_id!r} stopped"))
             return
         if meta.get("start") is not None and meta.get("end") is not None:
-            stats = self._stats.setdefault(call.task.name, _TaskStats())
+            stats = self._stats.setdefault(call.task.name, TaskStats())
             stats.observe(meta["end"] - meta["start"])
         call.attempt_json = meta.pop("attempt_json", None)
         attempt_record = dict(meta, attempt=call.attempt)
@@ -509,17 +378,6 @@ class Scheduler(LocalCalls, PoolBreaks, GroupCommits):
         for call in list(self._dispatched.values()):
             if call.run is run and not call.running:
                 call.future.cancel()  # waiting in a worker's queue: revoked, never runs
-
-
-def _mark_running(call: Call) -> bool:
-    """Mark the future running at its first dispatch; False if it was cancelled.
-
-    A retry or a re-dispatch after a pool break finds it running already (a running
-    future cannot be cancelled, so the flag stays true).
-    """
-    if not call.running:
-        call.running = call.future.set_running_or_notify_cancel()
-    return call.running
 
 
 _scheduler: Scheduler | None = None

@@ -1,0 +1,174 @@
+"""Dispatch to the process pool, a scheduler mixin (scheduler thread only): admission
+under ``max_concurrency``, batches of short calls, and the pool's in-flight limit.
+
+Two dispatches per worker are in flight (one running, one queued behind it), so a worker
+never idles waiting for the driver; the queued one stays cancellable until it starts
+(``_claims``). A dispatch is one ``run_batch`` call in a worker: a lone call, or several
+short calls of one task and run (DESIGN.md section 7).
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+from collections import deque
+from concurrent.futures import Future
+from typing import Any, Protocol
+
+from . import _pool, _serde
+from ._calls import Call
+from ._claims import ClaimBoard
+from ._worker import run_batch
+
+__all__ = ["Dispatches", "TaskStats"]
+
+# Batching: calls of a task whose measured duration is below SHORT_CALL_SECONDS share a
+# dispatch, sized to take about TARGET_BATCH_SECONDS, never more than MAX_BATCH calls and
+# never so many that a worker would sit idle while another holds the whole queue.
+# 10 ms: a 5 ms map step gains measurably from sharing dispatches (joblib batches such
+# calls too), and a call of that size is still "a few ms" if a driver kill re-runs it.
+SHORT_CALL_SECONDS = 0.01
+TARGET_BATCH_SECONDS = 0.05
+MAX_BATCH = 256
+
+
+class TaskStats:
+    """Exponential moving average of a task's call duration, for batch sizing."""
+
+    __slots__ = ("mean", "running")
+
+    def __init__(self) -> None:
+        self.mean: float | None = None
+        self.running = 0
+
+    def observe(self, seconds: float) -> None:
+        self.mean = seconds if self.mean is None else 0.7 * self.mean + 0.3 * seconds
+
+
+class _Host(Protocol):
+    """What the mixin uses of the scheduler."""
+
+    _ready: deque[Call]
+    _held: dict[str, deque[Call]]
+    _inflight: dict[Future[Any], tuple[_pool.Pool, list[tuple[int, Call]]]]
+    _stats: dict[str, TaskStats]
+    _tokens: itertools.count[int]
+    _dispatched: dict[int, Call]
+    claims: ClaimBoard
+
+    def post(self, *message: Any) -> None: ...
+    def _drop(self, call: Call, exc: BaseException | None) -> None: ...
+    def _run_local(self, call: Call) -> None: ...
+    def _batch_callback(self, fut: Future[Any], *, pool: _pool.Pool) -> None: ...
+    def _inflight_for(self, pool: _pool.Pool) -> int: ...
+    def _take_batch(self, pool: _pool.Pool) -> list[Call]: ...
+    def _admit(self, call: Call) -> bool: ...
+
+
+class Dispatches:
+    """Scheduler methods that hand ready process calls to the pool."""
+
+    def _dispatch(self: _Host) -> None:
+        while self._ready:
+            pool = self._ready[0].run.pool()
+            # Two dispatches per worker: one running, one queued behind it, so a worker
+            # never idles waiting for the driver (measured: 0.69 -> 0.92 efficiency at
+            # 16 workers). The queued one stays cancellable until it starts (_claims).
+            if self._inflight_for(pool) >= 2 * pool.max_workers:
+                return
+            batch = self._take_batch(pool)
+            if not batch:
+                continue
+            specs = []
+            for call in batch:
+                call.started = 0.0
+                call.token = token = next(self._tokens)
+                self._dispatched[token] = call
+                self.claims.reset(token)
+                if not call.running:
+                    call.future.revoke = functools.partial(self.claims.revoke, token)
+                specs.append(
+                    (
+                        call.token,
+                        call.call_id,
+                        call.task.payload(),
+                        _serde.dumps([call.args, call.kwargs]),
+                        call.attempt,
+                        call.run.run_id,
+                        call.policy,
+                    )
+                )
+            store = batch[0].run.store
+            fut = pool.submit(run_batch, specs, str(store.path) if store is not None else None)
+            self._inflight[fut] = (pool, [(call.token, call) for call in batch])
+            fut.add_done_callback(functools.partial(self._batch_callback, pool=pool))
+
+    def _batch_callback(self: _Host, fut: Future[Any], *, pool: _pool.Pool) -> None:
+        """Runs on loky's thread: note who died (before loky kills the rest), then post."""
+        if not fut.cancelled() and fut.exception() is not None:
+            pool.snapshot_crash()
+        self.post("batch", fut, pool)
+
+    def _inflight_for(self: _Host, pool: _pool.Pool) -> int:
+        return sum(1 for p, _ in self._inflight.values() if p is pool)
+
+    def _take_batch(self: _Host, pool: _pool.Pool) -> list[Call]:
+        first = self._ready.popleft()
+        if not self._admit(first):
+            return []
+        batch = [first]
+        task = first.task
+        stats = self._stats.get(task.name)
+        if (
+            stats is None
+            or stats.mean is None
+            or stats.mean > SHORT_CALL_SECONDS
+            or task.timeout is not None
+            or task.max_concurrency is not None
+        ):
+            return batch
+        # Never more than an even share of what is queued (this call included) per
+        # dispatch slot, so that no worker sits idle while another holds the queue.
+        fair_share = -(-(len(self._ready) + 1) // (2 * pool.max_workers))
+        size = min(MAX_BATCH, max(1, int(TARGET_BATCH_SECONDS / max(stats.mean, 1e-6))))
+        size = min(size, fair_share)
+        ready = self._ready
+        while len(batch) < size and ready and ready[0].task is task and ready[0].run is first.run:
+            call = ready.popleft()
+            if call.future.cancelled():
+                self._drop(call, None)
+            else:
+                batch.append(call)
+        return batch
+
+    def _admit(self: _Host, call: Call) -> bool:
+        """Take a slot for the call, unless cancelled or its task is at max_concurrency.
+
+        A local call is marked running now; a process call when a worker starts it
+        (until then it may wait in the worker's queue, and cancel() can take it back).
+        """
+        limit = call.task.max_concurrency
+        stats = self._stats.setdefault(call.task.name, TaskStats())
+        if limit is not None and stats.running >= limit:
+            self._held.setdefault(call.task.name, deque()).append(call)
+            return False
+        admitted = (
+            not call.future.cancelled() if call.executor == "process" else call.mark_running()
+        )
+        if not admitted:
+            self._drop(call, None)
+            return False
+        stats.running += 1
+        return True
+
+    def _release(self: _Host, call: Call) -> None:
+        stats = self._stats.get(call.task.name)
+        if stats is not None and stats.running > 0:
+            stats.running -= 1
+        held = self._held.get(call.task.name)
+        if held:
+            waiting = held.popleft()
+            if waiting.executor == "process":
+                self._ready.appendleft(waiting)
+            else:
+                self._run_local(waiting)
