@@ -796,11 +796,16 @@ def main() -> None:
             # compares (never a looser target). Decided once, whichever way it leans.
             print(f"  {key}: undecided, {2 * pairs} more rounds", file=sys.stderr, flush=True)
             measure(judged, attr, 2 * pairs, n)
+            failed = [r.name for r in judged if r.error]
             extra = (
                 f"_After {pairs} rounds the per-round ratio procflow / {peer} had "
                 f"{factor:g} inside its interquartile range, so procflow and {peer} ran "
-                f"{2 * pairs} more rounds, taking turns; their rows cover all "
-                f"{3 * pairs} rounds._\n"
+                f"{2 * pairs} more rounds, taking turns; "
+                + (
+                    f"{' and '.join(failed)} failed in them._\n"
+                    if failed
+                    else f"their rows cover all {3 * pairs} rounds._\n"
+                )
             )
         emit(f"\n### {key}: {title}\n")
         emit(load_note(before))
@@ -842,7 +847,7 @@ def main() -> None:
         return rows, paired_note(paired_ratios(rows, peer), peer)
 
     if "w2" in only:
-        rows, paired = speedup_section(
+        rows, per_round = speedup_section(
             "W2",
             "cpu",
             f"{W2_TASKS} CPU tasks of ~{W2_MS:.0f} ms at {workers} workers, speedup over the "
@@ -856,13 +861,13 @@ def main() -> None:
             "raw loky",
             "W2 speedup >= raw loky - 3%",
             lambda pf, loky: (
-                f"procflow {pf:.2f} vs raw loky {loky:.2f} ({pf / loky - 1:+.1%}){paired}",
+                f"procflow {pf:.2f} vs raw loky {loky:.2f} ({pf / loky - 1:+.1%}){per_round}",
                 pf >= W2_FACTOR * loky,
             ),
         )
 
     if "w3" in only:
-        rows, paired = speedup_section(
+        rows, per_round = speedup_section(
             "W3",
             "map_reduce",
             f"map {W3_TASKS} CPU tasks of ~{W3_MS:.0f} ms, then one reduce task summing "
@@ -881,7 +886,7 @@ def main() -> None:
             "joblib",
             "W3 speedup >= joblib - 5%",
             lambda pf, jl: (
-                f"procflow {pf:.2f} vs joblib {jl:.2f} ({pf / jl - 1:+.1%}){paired}",
+                f"procflow {pf:.2f} vs joblib {jl:.2f} ({pf / jl - 1:+.1%}){per_round}",
                 pf >= W3_FACTOR * jl,
             ),
         )
