@@ -135,7 +135,7 @@ class TaskFuture(cf.Future[T], Generic[T]):
         return self._state in _CANCELLED
 
     def running(self) -> bool:
-        return self._state == cf._base.RUNNING
+        return self._state == _RUNNING
 
     def resolve_new(self, value: T) -> None:
         """``set_result`` for a future nobody else has seen yet (a replayed call): no

@@ -380,12 +380,15 @@ class _ScalarsCodec(Codec):
         return self._slow.from_plain(plain, where, task)
 
 
+_SCALAR_ITEMS = (int, float, str, bool)
+
+
 def _scalars_codec(annotation: object) -> Codec | None:
     """The fast codec for ``list[X]`` / ``dict[str, X]`` of a JSON scalar X, else None."""
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
-    if origin is list and len(args) == 1 and args[0] in (int, float, str, bool):
+    if origin is list and len(args) == 1 and args[0] in _SCALAR_ITEMS:
         return _ScalarsCodec(annotation, args[0], keyed=False)
-    if origin is dict and len(args) == 2 and args[0] is str and args[1] in (int, float, str, bool):
+    if origin is dict and len(args) == 2 and args[0] is str and args[1] in _SCALAR_ITEMS:
         return _ScalarsCodec(annotation, args[1], keyed=True)
     return None
 

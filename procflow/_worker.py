@@ -42,8 +42,8 @@ CallSpec = tuple[int, str, bytes, str, int, "str | None", "RetryPolicy | None"]
 
 _EXIT_TYPES = (SystemExit, KeyboardInterrupt, GeneratorExit)
 # How often a batch of short calls sends its finished outcomes: as often as the longest
-# call a batch may hold (_dispatch.SHORT_CALL_SECONDS); each message costs the driver ~0.2 ms of
-# CPU over its threads, which two busy workers on two cores feel.
+# call a batch may hold (_dispatch.SHORT_CALL_SECONDS); each message costs the driver
+# ~0.2 ms of CPU over its threads, which two busy workers on two cores feel.
 REPORT_SECONDS = 0.01
 _task_cache: dict[bytes, Task[Any, Any]] = {}
 # The store of the run whose batch this worker runs (nested calls read its cache), and
