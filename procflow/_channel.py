@@ -15,7 +15,7 @@ Workers report outcomes while a batch runs, so inside a batch results are commit
 group at a time rather than at the end of the batch; one "step" message carries the
 outcomes finished since the last one and the start of the next call. A lone call's
 start and outcome are sent at once; a batch of short calls sends a step every
-10 ms (``_worker.REPORT_SECONDS``) and its last group with its return value, and the
+20 ms (``_worker.REPORT_SECONDS``) and its last group with its return value, and the
 starts it leaves out are on the claims board (``_claims``), where crash attribution
 finds them. ``drain()`` reads everything already sent (a dead worker's messages are all
 in its socket before its EOF) so that a crash is never blamed before the messages that

@@ -11,8 +11,9 @@ from concurrent.futures import Future, InvalidStateError
 from typing import TYPE_CHECKING, Any
 
 from . import _serde
+from ._dispatch import SHORT_CALL_SECONDS
 from ._failures import attempt_duration
-from ._worker import REPORT_SECONDS, rebuild_exception
+from ._worker import rebuild_exception
 from .errors import StoreError
 
 if TYPE_CHECKING:
@@ -73,11 +74,11 @@ class GroupCommits:
     def _company_expected(self, within: float) -> bool:
         """Whether a call in flight may finish in the next ``within`` seconds, judged by
         its task's mean duration from its start (from now if it has not started). A task
-        not measured yet, a short one (its calls may be batched, which report every
-        REPORT_SECONDS without announcing each start) and a call running past its mean
-        count as may. Outcomes of long calls (100 ms, say) then commit at once instead of
-        waiting for company that cannot come: a scheduler wake-up less per call, and
-        results 5 ms sooner."""
+        not measured yet, a short one (its calls may be batched, which report in groups
+        without announcing each start) and a call running past its mean count as may.
+        Outcomes of long calls (100 ms, say) then commit at once instead of waiting for
+        company that cannot come: a scheduler wake-up less per call, and results 5 ms
+        sooner."""
         now = time.time()
         horizon = now + within
         stats = self._stats
@@ -85,7 +86,7 @@ class GroupCommits:
             for call in calls.values():
                 task_stats = stats.get(call.task.name)
                 mean = None if task_stats is None else task_stats.mean
-                if mean is None or mean <= REPORT_SECONDS:
+                if mean is None or mean <= SHORT_CALL_SECONDS:
                     return True
                 if (call.started or now) + mean <= horizon:
                     return True
