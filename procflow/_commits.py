@@ -43,7 +43,6 @@ class GroupCommits:
     _timer_seq: Iterator[int]
     _dispatched: dict[int, Call]
     _local: dict[int, Call]
-    _stats: dict[str, Any]  # task name -> _dispatch.TaskStats (its mean call duration)
 
     if TYPE_CHECKING:
 
@@ -73,19 +72,17 @@ class GroupCommits:
 
     def _company_expected(self, within: float) -> bool:
         """Whether a call in flight may finish in the next ``within`` seconds, judged by
-        its task's mean duration from its start (from now if it has not started). A task
-        not measured yet, a short one (its calls may be batched, which report in groups
-        without announcing each start) and a call running past its mean count as may.
-        Outcomes of long calls (100 ms, say) then commit at once instead of waiting for
-        company that cannot come: a scheduler wake-up less per call, and results 5 ms
-        sooner."""
+        its task's mean duration in its run, from its start (from now if it has not
+        started). A task not measured yet, a short one (its calls may be batched, which
+        report in groups without announcing each start) and a call running past its mean
+        count as may. Outcomes of long calls (100 ms, say) then commit at once instead of
+        waiting for company that cannot come: a scheduler wake-up less per call, and
+        results 5 ms sooner."""
         now = time.time()
         horizon = now + within
-        stats = self._stats
         for calls in (self._dispatched, self._local):
             for call in calls.values():
-                task_stats = stats.get(call.task.name)
-                mean = None if task_stats is None else task_stats.mean
+                mean = call.run.call_seconds.get(call.task.name)
                 if mean is None or mean <= SHORT_CALL_SECONDS:
                     return True
                 if (call.started or now) + mean <= horizon:

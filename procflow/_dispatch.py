@@ -20,7 +20,7 @@ from ._calls import Call
 from ._claims import ClaimBoard
 from ._worker import run_batch
 
-__all__ = ["Dispatches", "TaskStats"]
+__all__ = ["Dispatches", "TaskStats", "observe_duration"]
 
 # Batching: calls of a task whose measured duration is below SHORT_CALL_SECONDS share a
 # dispatch, sized to take about TARGET_BATCH_SECONDS, never more than MAX_BATCH calls and
@@ -33,16 +33,19 @@ MAX_BATCH = 256
 
 
 class TaskStats:
-    """Exponential moving average of a task's call duration, for batch sizing."""
+    """Calls of a task running now, over all runs (``max_concurrency`` admission)."""
 
-    __slots__ = ("mean", "running")
+    __slots__ = ("running",)
 
     def __init__(self) -> None:
-        self.mean: float | None = None
         self.running = 0
 
-    def observe(self, seconds: float) -> None:
-        self.mean = seconds if self.mean is None else 0.7 * self.mean + 0.3 * seconds
+
+def observe_duration(means: dict[str, float], task: str, seconds: float) -> None:
+    """Fold one call's duration into its task's moving average (a run's
+    ``call_seconds``, which batching reads)."""
+    mean = means.get(task)
+    means[task] = seconds if mean is None else 0.7 * mean + 0.3 * seconds
 
 
 class _Host(Protocol):
@@ -118,11 +121,11 @@ class Dispatches:
             return []
         batch = [first]
         task = first.task
-        stats = self._stats.get(task.name)
+        # Measured in this run: the same task may take far longer on another run's inputs.
+        mean = first.run.call_seconds.get(task.name)
         if (
-            stats is None
-            or stats.mean is None
-            or stats.mean > SHORT_CALL_SECONDS
+            mean is None
+            or mean > SHORT_CALL_SECONDS
             or task.timeout is not None
             or task.max_concurrency is not None
         ):
@@ -130,7 +133,7 @@ class Dispatches:
         # Never more than an even share of what is queued (this call included) per
         # dispatch slot, so that no worker sits idle while another holds the queue.
         fair_share = -(-(len(self._ready) + 1) // (2 * pool.max_workers))
-        size = min(MAX_BATCH, max(1, int(TARGET_BATCH_SECONDS / max(stats.mean, 1e-6))))
+        size = min(MAX_BATCH, max(1, int(TARGET_BATCH_SECONDS / max(mean, 1e-6))))
         size = min(size, fair_share)
         ready = self._ready
         while len(batch) < size and ready and ready[0].task is task and ready[0].run is first.run:

@@ -96,6 +96,9 @@ class Run:
         self.index: dict[str, dict[str, Any]] = {}
         self.matched: set[str] = set()  # index entries some call of this attempt matched
         self.changed_tasks: set[str] = set()
+        # Task name -> moving average of its calls' durations in this run, which decides
+        # batching (_dispatch): another run's calls of the same task may be far longer.
+        self.call_seconds: dict[str, float] = {}
         self._counts: dict[str, int] = {}
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)

@@ -31,7 +31,7 @@ from ._calls import Call, substitute
 from ._channel import Channel, get_channel
 from ._claims import get_board
 from ._commits import GroupCommits
-from ._dispatch import Dispatches, TaskStats
+from ._dispatch import Dispatches, TaskStats, observe_duration
 from ._failures import PoolBreaks
 from ._hits import HitRecords
 from ._local import LocalCalls
@@ -52,7 +52,7 @@ class Scheduler(Dispatches, LocalCalls, PoolBreaks, GroupCommits):
         self._timers: list[tuple[float, int, Callable[[], None]]] = []
         self._timer_seq = itertools.count()
         self._to_commit: list[tuple[Call, bool, Any, dict[str, Any]]] = []
-        self._stats: dict[str, TaskStats] = {}
+        self._stats: dict[str, TaskStats] = {}  # task name -> its calls running now
         self._threads: ThreadPoolExecutor | None = None
         self._tokens = itertools.count(1)
         self._dispatched: dict[int, Call] = {}  # token -> call sent to the process pool
@@ -322,8 +322,7 @@ class Scheduler(Dispatches, LocalCalls, PoolBreaks, GroupCommits):
             self._drop(call, CancelledError(f"run {call.run.run_id!r} stopped"))
             return
         if meta.get("start") is not None and meta.get("end") is not None:
-            stats = self._stats.setdefault(call.task.name, TaskStats())
-            stats.observe(meta["end"] - meta["start"])
+            observe_duration(call.run.call_seconds, call.task.name, meta["end"] - meta["start"])
         call.attempt_json = meta.pop("attempt_json", None)
         attempt_record = dict(meta, attempt=call.attempt)
         if not ok:

@@ -180,6 +180,29 @@ def test_short_calls_still_spread_over_idle_workers(tmp_path: Path) -> None:
     assert pid_a != pid_b
 
 
+def test_a_task_measured_short_in_an_earlier_run_is_measured_again(tmp_path: Path) -> None:
+    """Batching reads the measurements of the call's own run: the same task may take far
+    longer on another run's inputs. The first two calls of a map, which must overlap in
+    two workers, still do when an earlier run measured their task short (batched
+    together they would run one after the other and never meet)."""
+    d = str(tmp_path)
+
+    @entrypoint(checkpointer=False, max_workers=2)
+    def warm() -> int:
+        names = [f"w{i}" for i in range(6)]
+        return len([f.result(timeout=T) for f in ct.rendezvous.map([d] * 6, names, names)])
+
+    @entrypoint(checkpointer=False, max_workers=2)
+    def meet() -> list[int]:
+        names = ["a", "b", *(f"x{i}" for i in range(6))]
+        others = ["b", "a", *(f"x{i}" for i in range(6))]
+        return [f.result(timeout=T) for f in ct.rendezvous.map([d] * 8, names, others)]
+
+    assert warm.invoke() == 6  # returns at once: measured short in that run
+    pids = meet.invoke()
+    assert pids[0] != pids[1]
+
+
 def test_the_body_is_not_blocked_while_a_call_runs(tmp_path: Path) -> None:
     d = str(tmp_path)
 

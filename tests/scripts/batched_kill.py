@@ -1,7 +1,8 @@
 """Kill the driver in the middle of a batched, group-committed stretch of tiny calls.
 
-Usage: batched_kill.py STORE RUN_ID N [K]. A warm-up run first makes the task measured
-short, so the measured run dispatches its calls in batches. Each call appends its input
+Usage: batched_kill.py STORE RUN_ID N [K]. A warm-up run first succeeds under its own run
+id. The measured run's first calls measure the task short, so the rest go in batches
+(the first of 99 calls, before any commit). Each call appends its input
 to $LEDGER; every call the driver saw succeed (its event comes after its commit) is
 appended to $ACKED. With K, the driver SIGKILLs itself right after its K-th commit.
 """

@@ -29,15 +29,19 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     return fake
 
 
-def in_flight_call(task: str = "t", started: float = 0.0) -> Any:
-    return SimpleNamespace(task=SimpleNamespace(name=task), started=started)
+# Mean call durations measured in the run of the calls below (none by default).
+RUN = SimpleNamespace(call_seconds={})
+
+
+def in_flight_call(task: str = "t", started: float = 0.0, run: Any = RUN) -> Any:
+    return SimpleNamespace(task=SimpleNamespace(name=task), started=started, run=run)
 
 
 def scheduler(in_flight: int = 0) -> Any:
     """A scheduler's commit state only: no thread, no pool. Its calls in flight are of
     a task not measured yet (so they may finish any moment)."""
     s: Any = Scheduler.__new__(Scheduler)
-    s._to_commit, s._timers, s._local, s._stats = [], [], {}, {}
+    s._to_commit, s._timers, s._local = [], [], {}
     s._dispatched = {token: in_flight_call() for token in range(in_flight)}
     s._commit_by, s._commit_timer = None, False
     s._timer_seq = iter(range(1_000_000))
@@ -96,18 +100,24 @@ def test_a_stopping_run_does_not_wait(clock: Clock) -> None:
 def test_no_waiting_when_no_call_in_flight_can_finish_within_the_window(clock: Clock) -> None:
     """Judged by each task's mean duration: 100 ms calls that just started (or wait
     to start) bring no company within 5 ms; a 2 ms call (perhaps in a batch that has
-    not announced its start), one past its mean, or one never measured may."""
+    not announced its start), one past its mean, or one never measured may. Means are
+    those measured in the call's own run."""
     s = scheduler()
-    s._stats = {"long": SimpleNamespace(mean=0.1), "short": SimpleNamespace(mean=0.002)}
+    run = SimpleNamespace(call_seconds={"long": 0.1, "short": 0.002})
+    other_run = SimpleNamespace(call_seconds={})  # "long" not measured in it yet
     now = time.time()
-    s._dispatched = {1: in_flight_call("long", started=now), 2: in_flight_call("long")}
+    s._dispatched = {
+        1: in_flight_call("long", started=now, run=run),
+        2: in_flight_call("long", run=run),
+    }
     s._to_commit.append(outcome())
     assert s._commit_due() is True
     s._commit_by = None
     for company in (
-        in_flight_call("short"),
-        in_flight_call("long", started=now - 0.2),  # running past its mean
-        in_flight_call("unmeasured", started=now),
+        in_flight_call("short", run=run),
+        in_flight_call("long", started=now - 0.2, run=run),  # running past its mean
+        in_flight_call("unmeasured", started=now, run=run),
+        in_flight_call("long", started=now, run=other_run),
     ):
         s._dispatched[3] = company
         assert s._commit_due() is False, company
