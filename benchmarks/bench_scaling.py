@@ -147,7 +147,7 @@ def main() -> None:
 
 
 def _cell(series: Series) -> str:
-    """Median efficiency, with the range of the pairs (the noise) beside it."""
+    """The median (efficiency or wall time), with the range of the pairs (the noise)."""
     return f"{series.median:.3f} ({min(series.values):.2f}-{max(series.values):.2f})"
 
 
