@@ -321,7 +321,9 @@ class Scheduler(Dispatches, LocalCalls, PoolBreaks, GroupCommits):
             # doing, not the task's, and are not recorded.
             self._drop(call, CancelledError(f"run {call.run.run_id!r} stopped"))
             return
-        if meta.get("start") is not None and meta.get("end") is not None:
+        if ok and meta.get("start") is not None and meta.get("end") is not None:
+            # Successes only: a call that failed at once says nothing of how long the
+            # task's calls take, and as a first measurement it would batch long calls.
             observe_duration(call.run.call_seconds, call.task.name, meta["end"] - meta["start"])
         call.attempt_json = meta.pop("attempt_json", None)
         attempt_record = dict(meta, attempt=call.attempt)

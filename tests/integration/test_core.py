@@ -189,8 +189,10 @@ def test_a_task_measured_short_in_an_earlier_run_is_measured_again(tmp_path: Pat
 
     @entrypoint(checkpointer=False, max_workers=2)
     def warm() -> int:
-        names = [f"w{i}" for i in range(6)]
-        return len([f.result(timeout=T) for f in ct.rendezvous.map([d] * 6, names, names)])
+        # 30 calls: enough for a mean kept across runs (the old behaviour) to be short
+        # whatever earlier tests left in it.
+        names = [f"w{i}" for i in range(30)]
+        return len([f.result(timeout=T) for f in ct.rendezvous.map([d] * 30, names, names)])
 
     @entrypoint(checkpointer=False, max_workers=2)
     def meet() -> list[int]:
@@ -198,8 +200,28 @@ def test_a_task_measured_short_in_an_earlier_run_is_measured_again(tmp_path: Pat
         others = ["b", "a", *(f"x{i}" for i in range(6))]
         return [f.result(timeout=T) for f in ct.rendezvous.map([d] * 8, names, others)]
 
-    assert warm.invoke() == 6  # returns at once: measured short in that run
+    assert warm.invoke() == 30  # each returns at once
     pids = meet.invoke()
+    assert pids[0] != pids[1]
+
+
+def test_a_call_that_fails_at_once_does_not_make_its_task_measured_short(
+    tmp_path: Path,
+) -> None:
+    """Only successes measure a task for batching: a call that fails at once says nothing
+    of how long its task's calls take. The first two calls of the map after it must
+    overlap in two workers, and do."""
+    d = str(tmp_path)
+
+    @entrypoint(checkpointer=False, max_workers=2)
+    def main() -> list[int]:
+        failed = ct.rendezvous(d, "z", "never-written", 0.0)  # fails at once
+        assert isinstance(failed.exception(timeout=T), AssertionError)
+        names = ["a", "b", *(f"x{i}" for i in range(6))]
+        others = ["b", "a", *(f"x{i}" for i in range(6))]
+        return [f.result(timeout=T) for f in ct.rendezvous.map([d] * 8, names, others)]
+
+    pids = main.invoke()
     assert pids[0] != pids[1]
 
 

@@ -1,10 +1,11 @@
 """Kill the driver in the middle of a batched, group-committed stretch of tiny calls.
 
 Usage: batched_kill.py STORE RUN_ID N [K]. A warm-up run first succeeds under its own run
-id. The measured run's first calls measure the task short, so the rest go in batches
-(the first of 99 calls, before any commit). Each call appends its input
-to $LEDGER; every call the driver saw succeed (its event comes after its commit) is
-appended to $ACKED. With K, the driver SIGKILLs itself right after its K-th commit.
+id. The measured run's first four calls go alone and measure the task short; the rest go
+in batches (the first holds ~99 calls and leaves before the first commit; a 400-call run
+makes 5-6 commits). Each call appends its input to $LEDGER; every call the driver saw
+succeed (its event comes after its commit) is appended to $ACKED. With K, the driver
+SIGKILLs itself right after its K-th commit.
 """
 
 from __future__ import annotations
