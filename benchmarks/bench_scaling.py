@@ -101,24 +101,25 @@ def main() -> None:
         print(f"  {workers} workers: {done}", file=sys.stderr, flush=True)
 
     worker_counts = sorted(next(iter(results.values())))
+
+    def grid(by_system: dict[str, dict[int, Series]]) -> str:
+        return table(
+            ["system", *[f"{w} workers" for w in worker_counts]],
+            [[name, *[_cell(by_w[w]) for w in worker_counts]] for name, by_w in by_system.items()],
+        )
+
     lines = [
         f"machine: {machine()}",
         f"{args.tasks} CPU tasks of ~{args.ms:.0f} ms; efficiency = speedup / workers, median "
         f"of {args.pairs} pairs (each run paired with a serial sample just before it)",
         "",
-        table(
-            ["system", *[f"{w} workers" for w in worker_counts]],
-            [[name, *[_cell(by_w[w]) for w in worker_counts]] for name, by_w in results.items()],
-        ),
+        grid(results),
         "",
         f"wall time per run in seconds, median (range); ideal {args.tasks} x {args.ms:.0f} ms "
         "/ workers: "
         + ", ".join(f"{w} workers {args.tasks * args.ms / 1000 / w:.2f} s" for w in worker_counts),
         "",
-        table(
-            ["system", *[f"{w} workers" for w in worker_counts]],
-            [[name, *[_cell(by_w[w]) for w in worker_counts]] for name, by_w in walls.items()],
-        ),
+        grid(walls),
     ]
     # The target is about 16 workers: judged there when the run has them; a run that
     # stops short only informs (at its largest count).

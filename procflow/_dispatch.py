@@ -20,7 +20,7 @@ from ._calls import Call
 from ._claims import ClaimBoard
 from ._worker import run_batch
 
-__all__ = ["Dispatches", "TaskStats", "observe_duration"]
+__all__ = ["Dispatches", "observe_duration"]
 
 # Batching: calls of a task whose measured duration is below SHORT_CALL_SECONDS share a
 # dispatch, sized to take about TARGET_BATCH_SECONDS, never more than MAX_BATCH calls and
@@ -30,15 +30,6 @@ __all__ = ["Dispatches", "TaskStats", "observe_duration"]
 SHORT_CALL_SECONDS = 0.01
 TARGET_BATCH_SECONDS = 0.05
 MAX_BATCH = 256
-
-
-class TaskStats:
-    """Calls of a task running now, over all runs (``max_concurrency`` admission)."""
-
-    __slots__ = ("running",)
-
-    def __init__(self) -> None:
-        self.running = 0
 
 
 def observe_duration(means: dict[str, float], task: str, seconds: float) -> None:
@@ -54,7 +45,7 @@ class _Host(Protocol):
     _ready: deque[Call]
     _held: dict[str, deque[Call]]
     _inflight: dict[Future[Any], tuple[_pool.Pool, list[tuple[int, Call]]]]
-    _stats: dict[str, TaskStats]
+    _running: dict[str, int]
     _tokens: itertools.count[int]
     _dispatched: dict[int, Call]
     claims: ClaimBoard
@@ -151,8 +142,8 @@ class Dispatches:
         (until then it may wait in the worker's queue, and cancel() can take it back).
         """
         limit = call.task.max_concurrency
-        stats = self._stats.setdefault(call.task.name, TaskStats())
-        if limit is not None and stats.running >= limit:
+        running = self._running.get(call.task.name, 0)
+        if limit is not None and running >= limit:
             self._held.setdefault(call.task.name, deque()).append(call)
             return False
         admitted = (
@@ -161,13 +152,13 @@ class Dispatches:
         if not admitted:
             self._drop(call, None)
             return False
-        stats.running += 1
+        self._running[call.task.name] = running + 1
         return True
 
     def _release(self: _Host, call: Call) -> None:
-        stats = self._stats.get(call.task.name)
-        if stats is not None and stats.running > 0:
-            stats.running -= 1
+        running = self._running.get(call.task.name, 0)
+        if running > 0:
+            self._running[call.task.name] = running - 1
         held = self._held.get(call.task.name)
         if held:
             waiting = held.popleft()

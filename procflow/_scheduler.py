@@ -31,7 +31,7 @@ from ._calls import Call, substitute
 from ._channel import Channel, get_channel
 from ._claims import get_board
 from ._commits import GroupCommits
-from ._dispatch import Dispatches, TaskStats, observe_duration
+from ._dispatch import Dispatches, observe_duration
 from ._failures import PoolBreaks
 from ._hits import HitRecords
 from ._local import LocalCalls
@@ -52,7 +52,8 @@ class Scheduler(Dispatches, LocalCalls, PoolBreaks, GroupCommits):
         self._timers: list[tuple[float, int, Callable[[], None]]] = []
         self._timer_seq = itertools.count()
         self._to_commit: list[tuple[Call, bool, Any, dict[str, Any]]] = []
-        self._stats: dict[str, TaskStats] = {}  # task name -> its calls running now
+        # Task name -> its calls running now, over all runs (max_concurrency admission).
+        self._running: dict[str, int] = {}
         self._threads: ThreadPoolExecutor | None = None
         self._tokens = itertools.count(1)
         self._dispatched: dict[int, Call] = {}  # token -> call sent to the process pool
