@@ -4,7 +4,7 @@ loky fails every in-flight future with one shared error when a worker dies and d
 say which call killed it, so each worker tells the driver what it runs before running
 it. One ``multiprocessing.connection`` per worker (never a shared queue: a worker
 SIGKILLed while holding a shared queue's lock would hang the others), accepted by one
-listener in the driver and read by one thread, which keeps:
+listener in the driver and read on the scheduler thread, where the channel keeps:
 
 - ``running``: pid -> (dispatch token, monotonic start) of the last call each worker
   announced (a batch reporting in groups announces only some of its calls: the claims
@@ -31,7 +31,6 @@ import select
 import selectors
 import threading
 import time
-from collections.abc import Callable
 from multiprocessing.connection import Connection, Listener
 from typing import Any
 
@@ -39,27 +38,31 @@ __all__ = ["Channel", "get_channel"]
 
 
 class Channel:
-    def __init__(self, wake: Callable[[], None]) -> None:
+    """The driver's side. Read on the scheduler thread (no reader thread of its own):
+    the scheduler's wait includes ``fileno()``, which is readable whenever a worker's
+    connection is, and it then calls ``read_ready()``."""
+
+    def __init__(self) -> None:
         self.authkey = os.urandom(16)
         self._listener = Listener(family="AF_UNIX", authkey=self.authkey)
         self.address: str = self._listener.address
-        self._wake_scheduler = wake
-        # _lock guards the shared state and is held only for quick updates; a
-        # connection's own lock is held while reading it, so drain() can wait for a read
-        # in progress without blocking the others.
+        # The workers' connections, watched by a selector of their own whose descriptor
+        # the scheduler waits on (an epoll or kqueue descriptor is itself readable while
+        # any descriptor it watches is). _lock guards the selector: the accept thread
+        # adds connections while the scheduler reads.
         self._lock = threading.Lock()
-        self._conns: list[Connection] = []
-        self._conn_locks: dict[Connection, threading.Lock] = {}
-        self._wake_r, self._wake_w = os.pipe()
+        self._selector = selectors.DefaultSelector()
         self.running: dict[int, tuple[int, float]] = {}
         self._starts: list[tuple[int, int]] = []  # (token, pid)
         self._outcomes: list[tuple[int, Any]] = []  # (token, outcome)
         self._closed = False
         threading.Thread(target=self._accept_loop, name="procflow-accept", daemon=True).start()
-        threading.Thread(target=self._read_loop, name="procflow-channel", daemon=True).start()
 
-    # -- background threads ------------------------------------------------------------
+    def fileno(self) -> int:
+        return self._selector.fileno()
+
     def _accept_loop(self) -> None:
+        # The handshake (authkey challenge) blocks on the worker, so it has a thread.
         while not self._closed:
             try:
                 conn = self._listener.accept()
@@ -68,100 +71,61 @@ class Channel:
                     return
                 continue  # a worker that died during the handshake
             with self._lock:
-                self._conns.append(conn)
-                self._conn_locks[conn] = threading.Lock()
-            os.write(self._wake_w, b"x")
+                self._selector.register(conn, selectors.EVENT_READ)
 
-    def _read_loop(self) -> None:
-        # One selector, rebuilt only when the set of connections changes: building one
-        # per wait and polling each connection once more per message cost the driver
-        # ~0.15 ms of CPU per message, which on a small machine the workers feel.
-        watched: list[Connection] = []
-        selector = selectors.DefaultSelector()
-        selector.register(self._wake_r, selectors.EVENT_READ)
-        while not self._closed:
-            with self._lock:
-                conns = list(self._conns)
-            if conns != watched:
-                selector.close()
-                selector = selectors.DefaultSelector()
-                selector.register(self._wake_r, selectors.EVENT_READ)
-                for conn in conns:
-                    # One drain() closed meanwhile is gone: the next pass drops it.
-                    with contextlib.suppress(OSError, ValueError):
-                        selector.register(conn, selectors.EVENT_READ)
-                watched = conns
-            got = False
-            for key, _ in selector.select(timeout=1.0):
-                if key.fileobj is self._wake_r:
-                    os.read(self._wake_r, 4096)
-                else:  # one message; the selector reports the connection again if more
-                    got = self._read_available(key.fileobj, one=True) or got  # type: ignore[arg-type]
-            if got:
-                self._wake_scheduler()
-
-    def _read_available(self, conn: Connection, one: bool = False) -> bool:
-        """Read every message waiting on one connection (``one``: the first only, which
-        the caller knows is there) and record them."""
+    # -- the scheduler's side (scheduler thread only) -------------------------------------
+    def read_ready(self) -> None:
+        """Read every message waiting on the connections that have some."""
         with self._lock:
-            conn_lock = self._conn_locks.get(conn)
-        if conn_lock is None:
-            return False
-        got = False
-        with conn_lock:
-            while not (one and got):
-                try:
-                    # Checked even when the selector said so: drain() may have read it.
-                    if not _readable(conn):
-                        return got
-                    message = conn.recv()
-                except (EOFError, OSError):
-                    with self._lock:
-                        if conn in self._conns:
-                            self._conns.remove(conn)
-                        self._conn_locks.pop(conn, None)
-                    conn.close()
-                    return got
-                got = True
-                self._record(message)
-        return got
+            ready = [key.fileobj for key, _ in self._selector.select(0)]
+        for conn in ready:
+            self._read_available(conn)  # type: ignore[arg-type]
+
+    def drain(self) -> None:
+        """Read everything the workers have sent so far (a dead worker's messages are
+        all in its connection before its EOF)."""
+        with self._lock:
+            conns = [key.fileobj for key in self._selector.get_map().values()]
+        for conn in conns:
+            self._read_available(conn)  # type: ignore[arg-type]
+
+    def _read_available(self, conn: Connection) -> None:
+        while True:
+            try:
+                if not _readable(conn):
+                    return
+                message = conn.recv()
+            except (EOFError, OSError):  # the worker exited
+                with self._lock, contextlib.suppress(KeyError, ValueError):
+                    self._selector.unregister(conn)
+                conn.close()
+                return
+            self._record(message)
 
     def _record(self, message: tuple[Any, ...]) -> None:
         # ("step", pid, [(finished token, its outcome)...], next token | None): the
         # outcomes finished since the worker's last message, and the next call's start.
         _, pid, done, next_token = message
-        with self._lock:
-            for done_token, outcome in done:
-                if self.running.get(pid, (None,))[0] == done_token:
-                    del self.running[pid]
-                self._outcomes.append((done_token, outcome))
-            if next_token is not None:
-                self.running[pid] = (next_token, time.monotonic())
-                self._starts.append((next_token, pid))
-
-    # -- the scheduler's side --------------------------------------------------------------
-    def drain(self) -> None:
-        """Read everything the workers have sent so far."""
-        with self._lock:
-            conns = list(self._conns)
-        for conn in conns:
-            self._read_available(conn)
+        for done_token, outcome in done:
+            if self.running.get(pid, (None,))[0] == done_token:
+                del self.running[pid]
+            self._outcomes.append((done_token, outcome))
+        if next_token is not None:
+            self.running[pid] = (next_token, time.monotonic())
+            self._starts.append((next_token, pid))
 
     def take(self) -> tuple[list[tuple[int, int]], list[tuple[int, Any]]]:
-        with self._lock:
-            starts, self._starts = self._starts, []
-            outcomes, self._outcomes = self._outcomes, []
+        starts, self._starts = self._starts, []
+        outcomes, self._outcomes = self._outcomes, []
         return starts, outcomes
 
     def running_on(self, pid: int) -> int | None:
-        with self._lock:
-            entry = self.running.get(pid)
+        entry = self.running.get(pid)
         return entry[0] if entry else None
 
     def forget(self, pids: list[int]) -> None:
-        with self._lock:
-            for pid in pids:
-                self.running.pop(pid, None)
+        for pid in pids:
+            self.running.pop(pid, None)
 
     def close(self) -> None:
         self._closed = True
@@ -181,11 +145,11 @@ _channel: Channel | None = None
 _channel_lock = threading.Lock()
 
 
-def get_channel(wake: Callable[[], None]) -> Channel:
+def get_channel() -> Channel:
     global _channel
     with _channel_lock:
         if _channel is None:
-            _channel = Channel(wake)
+            _channel = Channel()
             atexit.register(_channel.close)
         return _channel
 

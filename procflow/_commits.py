@@ -4,9 +4,7 @@ emitted and their dependents woken (the scheduler's first invariant)."""
 
 from __future__ import annotations
 
-import heapq
 import time
-from collections.abc import Callable, Iterator
 from concurrent.futures import Future, InvalidStateError
 from typing import TYPE_CHECKING, Any
 
@@ -38,9 +36,7 @@ class GroupCommits:
     # The scheduler's state this mixin uses.
     _to_commit: list[tuple[Call, bool, Any, dict[str, Any]]]
     _commit_by: float | None  # when the oldest waiting outcome is due
-    _commit_timer: bool  # a timer will wake the loop to commit
-    _timers: list[tuple[float, int, Callable[[], None]]]
-    _timer_seq: Iterator[int]
+    _commit_held: int | None  # how many outcomes were left waiting for company
     _dispatched: dict[int, Call]
     _local: dict[int, Call]
 
@@ -59,15 +55,17 @@ class GroupCommits:
             due = self._commit_by = now + COMMIT_WINDOW_SECONDS
         if (
             now >= due
+            # Company came: committing now costs no wake-up of its own, where waiting
+            # for more costs the timer's (a wake-up costs the driver about as much CPU
+            # as the commit).
+            or (self._commit_held is not None and len(self._to_commit) > self._commit_held)
             or len(self._to_commit) >= COMMIT_GROUP
             or not (self._dispatched or self._local)  # nothing else is coming soon
             or any(_commit_now(item[0]) for item in self._to_commit)
             or not self._company_expected(due - now)
         ):
             return True
-        if not self._commit_timer:
-            self._commit_timer = True
-            heapq.heappush(self._timers, (due, next(self._timer_seq), self._commit_timer_fired))
+        self._commit_held = len(self._to_commit)  # the loop wakes by _commit_by
         return False
 
     def _company_expected(self, within: float) -> bool:
@@ -89,15 +87,13 @@ class GroupCommits:
                     return True
         return False
 
-    def _commit_timer_fired(self) -> None:
-        self._commit_timer = False  # the loop commits after the timers
-
     def _commit_and_resolve(self) -> None:
         if not self._to_commit:
             return
         pending = self._to_commit
         self._to_commit = []
         self._commit_by = None
+        self._commit_held = None
         by_run: dict[int, list[tuple[Call, bool, Any, dict[str, Any]]]] = {}
         for item in pending:
             by_run.setdefault(id(item[0].run), []).append(item)

@@ -15,10 +15,12 @@ deadline heap; and commits outcomes. It is also the only thread that submits to 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import heapq
 import itertools
-import queue
+import os
+import selectors
 import threading
 import time
 from collections import deque
@@ -43,7 +45,18 @@ __all__ = ["Scheduler", "get_scheduler"]
 
 class Scheduler(Dispatches, LocalCalls, PoolBreaks, GroupCommits):
     def __init__(self) -> None:
-        self._inbox: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        # The inbox: messages from other threads. The loop sleeps in one select() on a
+        # wake-up pipe and the workers' channel, so a worker's message wakes this thread
+        # directly (a reader thread of its own cost a second wake-up per message).
+        self._inbox: deque[tuple[Any, ...]] = deque()
+        self._inbox_lock = threading.Lock()  # orders "inbox empty" against "asleep"
+        self._asleep = False
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self._wake_r, selectors.EVENT_READ)
+        self._channel_watched = False
         self._ready: deque[Call] = deque()
         self._held: dict[str, deque[Call]] = {}  # calls waiting for max_concurrency
         # loky future -> (pool, [(token, call)]): the tokens of that dispatch, since a call
@@ -61,7 +74,7 @@ class Scheduler(Dispatches, LocalCalls, PoolBreaks, GroupCommits):
         self._overdue: dict[int, Call] = {}  # token -> thread call failed at its deadline
         self._cache_queue: list[Call] = []  # ready calls with a cache policy, to look up
         self._commit_by: float | None = None  # when the oldest waiting outcome is due
-        self._commit_timer = False  # a timer will wake the loop to commit
+        self._commit_held: int | None = None  # outcomes left waiting for company
         self.claims = get_board()
         self._channel: Channel | None = None
         self._thread = threading.Thread(target=self._loop, name="procflow-scheduler", daemon=True)
@@ -70,16 +83,25 @@ class Scheduler(Dispatches, LocalCalls, PoolBreaks, GroupCommits):
     def channel_args(self) -> tuple[str, bytes]:
         """Where workers of new pools report to (the channel starts on first use)."""
         if self._channel is None:
-            self._channel = get_channel(lambda: self.post("wake"))
+            self._channel = get_channel()
+            self._wake()  # the loop starts watching it
         return (self._channel.address, self._channel.authkey)
 
     # -- called from other threads ---------------------------------------------------
     def post(self, *message: Any) -> None:
-        self._inbox.put(message)
+        with self._inbox_lock:
+            self._inbox.append(message)
+            asleep = self._asleep
+        if asleep:
+            self._wake()
 
     def call_soon(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` on the scheduler thread (used to cancel a run's pending calls)."""
-        self._inbox.put(("fn", fn))
+        self.post("fn", fn)
+
+    def _wake(self) -> None:
+        with contextlib.suppress(BlockingIOError):  # full: a wake-up is pending anyway
+            os.write(self._wake_w, b"x")
 
     @property
     def thread(self) -> threading.Thread:
@@ -89,19 +111,14 @@ class Scheduler(Dispatches, LocalCalls, PoolBreaks, GroupCommits):
     def _loop(self) -> None:
         inbox = self._inbox
         while True:
-            timeout = None
-            if self._timers:
-                timeout = max(0.0, self._timers[0][0] - time.monotonic())
-            try:
-                message = inbox.get(timeout=timeout)
-            except queue.Empty:
-                message = None
-            while message is not None:
-                self._guarded(self._handle, message)
-                try:
-                    message = inbox.get_nowait()
-                except queue.Empty:
-                    message = None
+            wake_at = self._timers[0][0] if self._timers else None
+            if self._to_commit and self._commit_by is not None:
+                # Outcomes left waiting for company are committed by then at the latest.
+                wake_at = min(wake_at or self._commit_by, self._commit_by)
+            timeout = None if wake_at is None else max(0.0, wake_at - time.monotonic())
+            self._guarded(self._wait, timeout)
+            while inbox:
+                self._guarded(self._handle, inbox.popleft())
             self._guarded(self._take_channel)
             self._guarded(self._fire_timers)
             # Workers freed by these outcomes get their next calls before the commit,
@@ -118,6 +135,26 @@ class Scheduler(Dispatches, LocalCalls, PoolBreaks, GroupCommits):
                 if not self._cache_queue and not (due and self._to_commit):
                     break
             self._guarded(self._dispatch)
+
+    def _wait(self, timeout: float | None) -> None:
+        """Sleep until a message is posted, a worker sends one, or ``timeout``; read
+        what the workers sent."""
+        channel = self._channel
+        if channel is not None and not self._channel_watched:
+            self._selector.register(channel, selectors.EVENT_READ)
+            self._channel_watched = True
+        with self._inbox_lock:
+            self._asleep = not self._inbox
+        if not self._asleep:
+            timeout = 0  # still look at the channel
+        events = self._selector.select(timeout)
+        self._asleep = False  # a post seeing it still set only wakes us once more
+        for key, _ in events:
+            if key.fileobj is channel and channel is not None:
+                channel.read_ready()
+            else:
+                with contextlib.suppress(BlockingIOError):
+                    os.read(self._wake_r, 4096)
 
     def _guarded(self, step: Callable[..., None], *args: Any) -> None:
         """Run one step; a bug in it must not kill the thread every run depends on."""
@@ -143,7 +180,6 @@ class Scheduler(Dispatches, LocalCalls, PoolBreaks, GroupCommits):
             self._on_local_outcome(message[1], message[2])
         elif kind == "fn":
             message[1]()
-        # "wake": the channel has messages, taken after this batch of messages
 
     def _take_channel(self) -> None:
         if self._channel is None:
