@@ -51,6 +51,7 @@ class _Host(Protocol):
     claims: ClaimBoard
 
     def post(self, *message: Any) -> None: ...
+    def post_quietly(self, *message: Any) -> None: ...
     def _drop(self, call: Call, exc: BaseException | None) -> None: ...
     def _run_local(self, call: Call) -> None: ...
     def _batch_callback(self, fut: Future[Any], *, pool: _pool.Pool) -> None: ...
@@ -99,12 +100,27 @@ class Dispatches:
 
     def _batch_callback(self: _Host, fut: Future[Any], *, pool: _pool.Pool) -> None:
         """Runs on loky's thread: note who died (before loky kills the rest), then post."""
-        if not fut.cancelled() and fut.exception() is not None:
+        if fut.cancelled():
+            self.post("batch", fut, pool)
+        elif fut.exception() is not None:
             pool.snapshot_crash()
-        self.post("batch", fut, pool)
+            self.post("batch", fut, pool)
+        elif fut.result():  # the batch's last outcomes
+            self.post("batch", fut, pool)
+        else:
+            # Every outcome came over the channel (a lone call), whose message woke the
+            # scheduler and freed the dispatch's slot: this return only retires its
+            # entry, at the next wake-up (a wake-up less per lone call).
+            self.post_quietly("batch", fut, pool)
 
     def _inflight_for(self: _Host, pool: _pool.Pool) -> int:
-        return sum(1 for p, _ in self._inflight.values() if p is pool)
+        """The pool's dispatches with a call whose outcome has not come."""
+        dispatched = self._dispatched
+        return sum(
+            1
+            for p, batch in self._inflight.values()
+            if p is pool and any(dispatched.get(token) is call for token, call in batch)
+        )
 
     def _take_batch(self: _Host, pool: _pool.Pool) -> list[Call]:
         first = self._ready.popleft()

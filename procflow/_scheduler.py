@@ -95,6 +95,12 @@ class Scheduler(Dispatches, LocalCalls, PoolBreaks, GroupCommits):
         if asleep:
             self._wake()
 
+    def post_quietly(self, *message: Any) -> None:
+        """Post without waking the scheduler: handled at its next wake-up (within a
+        second when it has dispatches in flight, see ``_wait``)."""
+        with self._inbox_lock:
+            self._inbox.append(message)
+
     def call_soon(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` on the scheduler thread (used to cancel a run's pending calls)."""
         self.post("fn", fn)
@@ -147,6 +153,8 @@ class Scheduler(Dispatches, LocalCalls, PoolBreaks, GroupCommits):
             self._asleep = not self._inbox
         if not self._asleep:
             timeout = 0  # still look at the channel
+        elif timeout is None and self._inflight:
+            timeout = 1.0  # a dispatch's return may have been posted quietly
         events = self._selector.select(timeout)
         self._asleep = False  # a post seeing it still set only wakes us once more
         for key, _ in events:

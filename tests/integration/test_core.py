@@ -7,6 +7,7 @@ import asyncio
 import inspect
 import os
 import threading
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -178,6 +179,24 @@ def test_short_calls_still_spread_over_idle_workers(tmp_path: Path) -> None:
 
     pid_a, pid_b = main.invoke()
     assert pid_a != pid_b
+
+
+def test_a_lone_calls_return_posted_quietly_is_retired_while_the_driver_idles() -> None:
+    """A lone call's outcome comes over the channel; its dispatch's empty return is
+    posted without waking the scheduler, which must still retire it when nothing else
+    happens (it holds the call and its arguments)."""
+    from procflow._scheduler import get_scheduler
+
+    @entrypoint(checkpointer=False, max_workers=2)
+    def main() -> list[int]:
+        return [f.result(timeout=T) for f in [ct.square(3), ct.square(4)]]
+
+    assert main.invoke() == [9, 16]
+    scheduler = get_scheduler()
+    deadline = time.monotonic() + T
+    while scheduler._inflight and time.monotonic() < deadline:
+        time.sleep(0.05)  # polling a condition, with a deadline
+    assert not scheduler._inflight
 
 
 def test_a_task_measured_short_in_an_earlier_run_is_measured_again(tmp_path: Path) -> None:
