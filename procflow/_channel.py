@@ -52,6 +52,8 @@ class Channel:
         # adds connections while the scheduler reads.
         self._lock = threading.Lock()
         self._selector = selectors.DefaultSelector()
+        if not hasattr(self._selector, "fileno"):  # poll() or select() only
+            raise OSError("procflow needs epoll or kqueue (Linux, macOS, BSD) to watch its workers")
         self.running: dict[int, tuple[int, float]] = {}
         self._starts: list[tuple[int, int]] = []  # (token, pid)
         self._outcomes: list[tuple[int, Any]] = []  # (token, outcome)
@@ -59,7 +61,7 @@ class Channel:
         threading.Thread(target=self._accept_loop, name="procflow-accept", daemon=True).start()
 
     def fileno(self) -> int:
-        return self._selector.fileno()
+        return self._selector.fileno()  # epoll or kqueue: checked in __init__
 
     def _accept_loop(self) -> None:
         # The handshake (authkey challenge) blocks on the worker, so it has a thread.
@@ -90,6 +92,8 @@ class Channel:
             self._read_available(conn)  # type: ignore[arg-type]
 
     def _read_available(self, conn: Connection) -> None:
+        # recv() waits for the rest of a message begun; a worker writes each message
+        # whole, so the scheduler waits at most for one message in transit.
         while True:
             try:
                 if not _readable(conn):

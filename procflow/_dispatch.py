@@ -1,10 +1,11 @@
 """Dispatch to the process pool, a scheduler mixin (scheduler thread only): admission
 under ``max_concurrency``, batches of short calls, and the pool's in-flight limit.
 
-Two dispatches per worker are in flight (one running, one queued behind it), so a worker
-never idles waiting for the driver; the queued one stays cancellable until it starts
-(``_claims``). A dispatch is one ``run_batch`` call in a worker: a lone call, or several
-short calls of one task and run (DESIGN.md section 7).
+Two dispatches per worker are in flight (one running, one queued behind it; a dispatch
+counts until its last outcome comes), so a worker never idles waiting for the driver;
+the queued one stays cancellable until it starts (``_claims``). A dispatch is one
+``run_batch`` call in a worker: a lone call, or several short calls of one task and run
+(DESIGN.md section 7).
 """
 
 from __future__ import annotations
@@ -116,10 +117,11 @@ class Dispatches:
     def _inflight_for(self: _Host, pool: _pool.Pool) -> int:
         """The pool's dispatches with a call whose outcome has not come."""
         dispatched = self._dispatched
+        # From the end: a batch's outcomes come in order, its last group with its return.
         return sum(
             1
             for p, batch in self._inflight.values()
-            if p is pool and any(dispatched.get(token) is call for token, call in batch)
+            if p is pool and any(dispatched.get(token) is call for token, call in reversed(batch))
         )
 
     def _take_batch(self: _Host, pool: _pool.Pool) -> list[Call]:

@@ -6,11 +6,12 @@ next transaction), and only then are their futures resolved.
 SECOND INVARIANT: what a future yields is the JSON round-trip value of the result.
 
 The caller's thread creates calls (and answers replayed ones itself, see ``_run``) and
-posts them to the inbox. This thread tracks dependencies, dispatches ready calls to the
-process pool in batches (tiny calls measured to be short share one dispatch), to the
-thread pool, the run's event loop, or runs them inline; retries after a back-off on its
-deadline heap; and commits outcomes. It is also the only thread that submits to loky
-(see DESIGN.md section 3 on the parent-death signal).
+posts them to the inbox. This thread reads the workers' channel (``_channel``), tracks
+dependencies, dispatches ready calls to the process pool in batches (tiny calls measured
+to be short share one dispatch), to the thread pool, the run's event loop, or runs them
+inline; retries after a back-off on its deadline heap; and commits outcomes. It is also
+the only thread that submits to loky (see DESIGN.md section 3 on the parent-death
+signal).
 """
 
 from __future__ import annotations
@@ -41,6 +42,10 @@ from ._worker import Outcome, add_note
 from .errors import StoreError
 
 __all__ = ["Scheduler", "get_scheduler"]
+
+# The longest a dispatch's quietly posted return waits to be retired while the driver
+# idles (see _dispatch._batch_callback).
+QUIET_RETIRE_SECONDS = 1.0
 
 
 class Scheduler(Dispatches, LocalCalls, PoolBreaks, GroupCommits):
@@ -96,8 +101,8 @@ class Scheduler(Dispatches, LocalCalls, PoolBreaks, GroupCommits):
             self._wake()
 
     def post_quietly(self, *message: Any) -> None:
-        """Post without waking the scheduler: handled at its next wake-up (within a
-        second when it has dispatches in flight, see ``_wait``)."""
+        """Post without waking the scheduler: handled at its next wake-up (within
+        QUIET_RETIRE_SECONDS while it has dispatches in flight, see ``_wait``)."""
         with self._inbox_lock:
             self._inbox.append(message)
 
@@ -122,7 +127,8 @@ class Scheduler(Dispatches, LocalCalls, PoolBreaks, GroupCommits):
                 # Outcomes left waiting for company are committed by then at the latest.
                 wake_at = min(wake_at or self._commit_by, self._commit_by)
             timeout = None if wake_at is None else max(0.0, wake_at - time.monotonic())
-            self._guarded(self._wait, timeout)
+            if not self._guarded(self._wait, timeout):
+                time.sleep(0.01)  # printed already; do not spin on a wait that fails
             while inbox:
                 self._guarded(self._handle, inbox.popleft())
             self._guarded(self._take_channel)
@@ -137,7 +143,8 @@ class Scheduler(Dispatches, LocalCalls, PoolBreaks, GroupCommits):
                 due = self._commit_due()
                 if due:
                     self._guarded(self._commit_and_resolve)
-                # Outcomes left waiting (not due) are taken up when their timer fires.
+                # Outcomes left waiting (not due) are committed when company comes or
+                # by _commit_by, which bounds the loop's next wait.
                 if not self._cache_queue and not (due and self._to_commit):
                     break
             self._guarded(self._dispatch)
@@ -153,8 +160,12 @@ class Scheduler(Dispatches, LocalCalls, PoolBreaks, GroupCommits):
             self._asleep = not self._inbox
         if not self._asleep:
             timeout = 0  # still look at the channel
-        elif timeout is None and self._inflight:
-            timeout = 1.0  # a dispatch's return may have been posted quietly
+        elif self._inflight:
+            # A dispatch's return may have been posted quietly (_dispatch): retire it
+            # within a second, since it holds its calls and their arguments.
+            timeout = (
+                QUIET_RETIRE_SECONDS if timeout is None else min(timeout, QUIET_RETIRE_SECONDS)
+            )
         events = self._selector.select(timeout)
         self._asleep = False  # a post seeing it still set only wakes us once more
         for key, _ in events:
@@ -164,7 +175,7 @@ class Scheduler(Dispatches, LocalCalls, PoolBreaks, GroupCommits):
                 with contextlib.suppress(BlockingIOError):
                     os.read(self._wake_r, 4096)
 
-    def _guarded(self, step: Callable[..., None], *args: Any) -> None:
+    def _guarded(self, step: Callable[..., None], *args: Any) -> bool:
         """Run one step; a bug in it must not kill the thread every run depends on."""
         try:
             step(*args)
@@ -174,6 +185,8 @@ class Scheduler(Dispatches, LocalCalls, PoolBreaks, GroupCommits):
 
             print("procflow: internal error in the scheduler (please report):", file=sys.stderr)
             traceback.print_exc()
+            return False
+        return True
 
     def _handle(self, message: tuple[Any, ...]) -> None:
         kind = message[0]
@@ -227,6 +240,7 @@ class Scheduler(Dispatches, LocalCalls, PoolBreaks, GroupCommits):
         """A process call's timeout expired: kill its worker if it still runs the call."""
         if self._channel is None or self._dispatched.get(token) is not call:
             return
+        self._channel.read_ready()  # an outcome that came meanwhile clears `running`
         if self._channel.running_on(pid) == token:
             call.run.pool().kill_worker(pid, token)
 

@@ -41,10 +41,9 @@ def scheduler(in_flight: int = 0) -> Any:
     """A scheduler's commit state only: no thread, no pool. Its calls in flight are of
     a task not measured yet (so they may finish any moment)."""
     s: Any = Scheduler.__new__(Scheduler)
-    s._to_commit, s._timers, s._local = [], [], {}
+    s._to_commit, s._local = [], {}
     s._dispatched = {token: in_flight_call() for token in range(in_flight)}
-    s._commit_by, s._commit_timer, s._commit_held = None, False, None
-    s._timer_seq = iter(range(1_000_000))
+    s._commit_by, s._commit_held = None, None
     return s
 
 
@@ -97,6 +96,7 @@ def test_the_last_input_of_a_waiting_call_does_not_wait(clock: Clock) -> None:
     s = scheduler(in_flight=2)
     s._to_commit.append(outcome(dependents=[SimpleNamespace(pending=2)]))
     assert s._commit_due() is False  # its dependent still waits for another input
+    s = scheduler(in_flight=2)  # alone, so that it is not committed as company
     s._to_commit.append(outcome(dependents=[SimpleNamespace(pending=1)]))
     assert s._commit_due() is True
 
