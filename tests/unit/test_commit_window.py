@@ -75,13 +75,19 @@ def test_an_outcome_waits_for_company_at_most_the_window(clock: Clock) -> None:
     assert s._commit_due() is True
 
 
-def test_outcomes_waiting_are_committed_as_soon_as_company_comes(clock: Clock) -> None:
+def test_outcomes_waiting_half_the_window_are_committed_when_company_comes(
+    clock: Clock,
+) -> None:
     """Waiting on costs a wake-up of its own; the company's arrival was one already."""
     s = scheduler(in_flight=2)
     s._to_commit.append(outcome())
     assert s._commit_due() is False
     assert s._commit_due() is False  # looked at again in the same pass: still alone
     clock.now += COMMIT_WINDOW_SECONDS / 4
+    s._to_commit.append(outcome())
+    assert s._commit_due() is False  # early company: both wait for more
+    clock.now += COMMIT_WINDOW_SECONDS / 4
+    assert s._commit_due() is False  # half the window, but nobody new came
     s._to_commit.append(outcome())
     assert s._commit_due() is True
 
@@ -109,7 +115,7 @@ def test_a_stopping_run_does_not_wait(clock: Clock) -> None:
 
 def test_no_waiting_when_no_call_in_flight_can_finish_within_the_window(clock: Clock) -> None:
     """Judged by each task's mean duration: 100 ms calls that just started (or wait
-    to start) bring no company within 5 ms; a 2 ms call (perhaps in a batch that has
+    to start) bring no company within the window (20 ms); a 2 ms call (perhaps in a batch that has
     not announced its start), one past its mean, or one never measured may. Means are
     those measured in the call's own run."""
     s = scheduler()
