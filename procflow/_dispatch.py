@@ -101,12 +101,10 @@ class Dispatches:
 
     def _batch_callback(self: _Host, fut: Future[Any], *, pool: _pool.Pool) -> None:
         """Runs on loky's thread: note who died (before loky kills the rest), then post."""
-        if fut.cancelled():
-            self.post("batch", fut, pool)
-        elif fut.exception() is not None:
+        failed = not fut.cancelled() and fut.exception() is not None
+        if failed:
             pool.snapshot_crash()
-            self.post("batch", fut, pool)
-        elif fut.result():  # the batch's last outcomes
+        if fut.cancelled() or failed or fut.result():  # the result: a batch's last outcomes
             self.post("batch", fut, pool)
         else:
             # Every outcome came over the channel (a lone call), whose message woke the

@@ -61,7 +61,6 @@ class Scheduler(Dispatches, LocalCalls, PoolBreaks, GroupCommits):
         os.set_blocking(self._wake_w, False)
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._wake_r, selectors.EVENT_READ)
-        self._channel_watched = False
         self._ready: deque[Call] = deque()
         self._held: dict[str, deque[Call]] = {}  # calls waiting for max_concurrency
         # loky future -> (pool, [(token, call)]): the tokens of that dispatch, since a call
@@ -89,7 +88,8 @@ class Scheduler(Dispatches, LocalCalls, PoolBreaks, GroupCommits):
         """Where workers of new pools report to (the channel starts on first use)."""
         if self._channel is None:
             self._channel = get_channel()
-            self._wake()  # the loop starts watching it
+            # On this thread (Run.pool is the scheduler's side): the next wait watches it.
+            self._selector.register(self._channel, selectors.EVENT_READ)
         return (self._channel.address, self._channel.authkey)
 
     # -- called from other threads ---------------------------------------------------
@@ -153,9 +153,6 @@ class Scheduler(Dispatches, LocalCalls, PoolBreaks, GroupCommits):
         """Sleep until a message is posted, a worker sends one, or ``timeout``; read
         what the workers sent."""
         channel = self._channel
-        if channel is not None and not self._channel_watched:
-            self._selector.register(channel, selectors.EVENT_READ)
-            self._channel_watched = True
         with self._inbox_lock:
             self._asleep = not self._inbox
         if not self._asleep:

@@ -86,7 +86,7 @@ class _Selector:
 @pytest.mark.parametrize("next_timer", [None, 3600.0, 0.25])
 def test_the_idle_scheduler_wakes_to_retire_quiet_returns(next_timer: float | None) -> None:
     s: Any = Scheduler.__new__(Scheduler)
-    s._channel, s._channel_watched = None, False
+    s._channel = None
     s._inbox, s._inbox_lock, s._asleep = deque(), threading.Lock(), False
     s._selector = _Selector()
     s._inflight = {}
