@@ -19,9 +19,14 @@ W4  cache hits: µs per call, procflow ``CachePolicy`` vs ``joblib.Memory`` vs
 import  ``python -c "import procflow"`` vs ``python -c "import loky"``: wall time of
     fresh interpreters, alternating.
 
-Every pool is warm before timing (start-up is not measured). Systems take turns inside
-each round, so drift hits them alike, except Dask, which runs in a child interpreter
-of its own after the others' rounds (this script runs itself with ``--dask-child``):
+Every pool is warm before timing (start-up is not measured). For W2 and W3 every
+system gets fresh worker processes before each round's run, warmed again: the same
+pure-Python loop runs several per cent faster or slower from one worker process to
+another (on the 2-core VM, 24 one-worker loky pools pinned to one core ran ``burn`` at
+0.88-1.03 of their median), so pools kept for the whole run let one draw of that luck
+decide a target whose margin is 3-5 %. Systems take turns inside each round, so drift
+hits them alike, except Dask, which runs in a child interpreter of its own after the
+others' rounds (this script runs itself with ``--dask-child``):
 ``import dask`` adds ~170 entries to ``copyreg.dispatch_table``, which loky's pickler
 copies for every object it pickles (raw loky: ~80 -> ~290 µs per task here), and a
 live LocalCluster runs its scheduler on a thread of the calling process (so the child
@@ -129,6 +134,10 @@ class System:
     def open(self) -> None:
         pass
 
+    def fresh_workers(self) -> None:
+        """Untimed, before each W2/W3 run: replace the worker processes with new, warmed
+        ones (a system without worker processes has nothing to do)."""
+
     def after_run(self) -> None:
         """Untimed clean-up after each measured run."""
 
@@ -148,14 +157,19 @@ class Serial(System):
 class _Executor(System):
     """A concurrent.futures-style pool: one submit per call, the reduce in the pool."""
 
-    def _use(self, pool: Any, workers: int) -> None:
-        self.pool = pool
+    def _use(self, make: Callable[[], Any], workers: int) -> None:
+        self.make, self.workers = make, workers
+        self.pool = pool = make()
         list(pool.map(wl.burn, [1000] * workers * 2))
         self.noops = lambda count: submit_all(pool, wl.noop, range(count))
         self.cpu = lambda count, n: submit_all(pool, wl.burn, [n] * count)
         self.map_reduce = lambda count, n: pool.submit(
             sum, [f.result() for f in [pool.submit(wl.burn, n) for _ in range(count)]]
         ).result()
+
+    def fresh_workers(self) -> None:
+        self.pool.shutdown(wait=True)
+        self._use(self.make, self.workers)
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)
@@ -165,7 +179,7 @@ class Futures(_Executor):
     key, name = "cf", "concurrent.futures"
 
     def __init__(self, workers: int) -> None:
-        self._use(cf.ProcessPoolExecutor(max_workers=workers), workers)
+        self._use(functools.partial(cf.ProcessPoolExecutor, max_workers=workers), workers)
 
 
 class Loky(_Executor):
@@ -174,7 +188,7 @@ class Loky(_Executor):
     def __init__(self, workers: int) -> None:
         from loky import ProcessPoolExecutor
 
-        self._use(ProcessPoolExecutor(max_workers=workers), workers)
+        self._use(functools.partial(ProcessPoolExecutor, max_workers=workers), workers)
 
 
 def submit_all(pool: Any, fn: Callable[[int], int], args: Any) -> int:
@@ -188,7 +202,9 @@ class Joblib(System):
         from joblib import Memory, Parallel, delayed
 
         par = Parallel(n_jobs=workers, backend="loky")
-        par(delayed(wl.burn)(1000) for _ in range(workers * 2))
+        self.workers = workers
+        self.warm = lambda: par(delayed(wl.burn)(1000) for _ in range(workers * 2))
+        self.warm()
         self.noops = lambda count: sum(par(delayed(wl.noop)(i) for i in range(count)))
         self.cpu = lambda count, n: sum(par(delayed(wl.burn)(n) for _ in range(count)))
         # joblib has no futures: the reduce is a plain call on the results.
@@ -198,6 +214,14 @@ class Joblib(System):
         for x in range(CACHE_CALLS):
             cached(x)
         self.cache_hits = lambda count: sum(cached(x) for x in range(count))
+
+    def fresh_workers(self) -> None:
+        # joblib's loky backend keeps one reusable executor (its vendored loky's): stop
+        # it, and the next Parallel call starts another.
+        from joblib.externals.loky import get_reusable_executor
+
+        get_reusable_executor(max_workers=self.workers).shutdown(wait=True)
+        self.warm()
 
 
 class DaskChild(System):
@@ -258,6 +282,10 @@ class Dask(System):
         )
         self.client = Client(self.cluster)
         self.client.gather(self._map(wl.burn, [1000] * self.workers * 2))  # warm
+
+    def fresh_workers(self) -> None:
+        self.client.restart()
+        self.client.gather(self._map(wl.burn, [1000] * self.workers * 2))
 
     def close(self) -> None:
         if hasattr(self, "client"):
@@ -396,14 +424,27 @@ class Procflow(System):
 
         noops.invoke(100)
         noop_calls.invoke(100)
-        cpu.invoke([workers * 2, 1000])
-        map_reduce.invoke([workers * 2, 1000])
+
+        def warm() -> None:
+            cpu.invoke([workers * 2, 1000])
+            map_reduce.invoke([workers * 2, 1000])
+
+        self.warm = warm
+        warm()
         hits.invoke(CACHE_CALLS)  # fill the cache
         self.noops = noops.invoke
         self.noop_calls = noop_calls.invoke
         self.cpu = lambda count, n: cpu.invoke([count, n])
         self.map_reduce = lambda count, n: map_reduce.invoke([count, n])
         self.cache_hits = hits.invoke
+
+    def fresh_workers(self) -> None:
+        # procflow keeps its pool between invokes and has no public call to drop it (it
+        # stops by itself when idle): the benchmark uses the internal one.
+        from procflow import _pool
+
+        _pool.shutdown_all(kill=False)
+        self.warm()
 
 
 class ProcflowCalls(System):
@@ -561,6 +602,8 @@ def paired(rows: list[Row], attr: str, count: int, n: int, expected: int, pairs:
     """Speedup: a serial loop just before each run; their ratio."""
 
     def one(row: Row) -> None:
+        assert row.system is not None
+        row.system.fresh_workers()
         if SERIAL_POOL is None:
             base = serial_seconds(count, n)
         else:
@@ -713,7 +756,8 @@ def main() -> None:
     out: list[str] = [
         f"machine: {machine()}",
         f"{workers} workers; {pairs} rounds, systems taking turns in each round (Dask in a "
-        "child interpreter, after the others' rounds); pools warm before timing.",
+        "child interpreter, after the others' rounds); pools warm before timing; W2 and W3: "
+        "fresh worker processes for every system before each run.",
     ]
     targets: list[str] = []
 

@@ -338,7 +338,10 @@ def page(
         "falls inside the interquartile range of the round-by-round ratios gets twice as "
         "many rounds again for procflow and that peer (bench_peers says so under its "
         "table). Per-task and per-call costs "
-        "are wall time divided by the number of tasks. Pools are warm before timing.",
+        "are wall time divided by the number of tasks. Pools are warm before timing; "
+        "for W2 and W3 every system gets fresh worker processes before each run (the "
+        "same loop runs a few per cent faster or slower from one worker process to "
+        "another; see bench_peers' docstring).",
         "",
         "## Targets",
         "",
