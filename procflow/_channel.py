@@ -158,6 +158,18 @@ def get_channel() -> Channel:
         return _channel
 
 
+def _forget_parent_channel() -> None:
+    """In a forked child: the listener, its accept thread and the epoll descriptor are
+    the parent's (an epoll set is shared across fork). The child makes its own."""
+    global _channel, _channel_lock
+    _channel = None
+    _channel_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_parent_channel)
+
+
 # -- the worker's side ------------------------------------------------------------------------
 _worker_conn: Connection | None = None
 

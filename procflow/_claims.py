@@ -42,6 +42,7 @@ class ClaimBoard:
         self._map = mmap.mmap(fd, SLOTS * _SLOT_BYTES)
         self._slots = memoryview(self._map).cast("i")
         self._lock = threading.Lock()  # flock is per open file; threads share ours
+        self._owner = os.getpid()
         atexit.register(self.close)
 
     def reset(self, token: int) -> None:
@@ -67,6 +68,8 @@ class ClaimBoard:
                 fcntl.flock(self._fd, fcntl.LOCK_UN)
 
     def close(self) -> None:
+        if os.getpid() != self._owner:  # a forked child at exit: the parent's board
+            return
         with contextlib.suppress(OSError, ValueError, BufferError):
             self._slots.release()
             self._map.close()
@@ -85,6 +88,17 @@ def get_board() -> ClaimBoard:
         if _board is None:
             _board = ClaimBoard()
         return _board
+
+
+def _forget_parent_board() -> None:
+    """In a forked child: the board is the parent's (its workers read it)."""
+    global _board, _board_lock
+    _board = None
+    _board_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_parent_board)
 
 
 # -- the worker's side ------------------------------------------------------------------------

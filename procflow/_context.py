@@ -8,6 +8,7 @@ driver). A task called while a call is executing runs synchronously, as part of 
 from __future__ import annotations
 
 import contextvars
+import os
 import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -39,6 +40,17 @@ current_call_var: contextvars.ContextVar[CallInfo | None] = contextvars.ContextV
 # variables do not follow) uses the single active run.
 _active_runs: list[Run] = []
 _active_lock = threading.Lock()
+
+
+def _forget_parent_runs() -> None:
+    """In a forked child: the parent's runs are not driven here."""
+    global _active_lock
+    _active_runs.clear()
+    _active_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_parent_runs)
 
 
 def register_active(run: Run) -> None:

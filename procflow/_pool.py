@@ -225,6 +225,19 @@ def _shutdown_idle_locked() -> None:
             pool.shutdown(kill=True)
 
 
+def _forget_parent_pools() -> None:
+    """In a child forked from the driver: the pools are the parent's. Forget them
+    without stopping them (at the child's exit, ``shutdown_all`` would kill the
+    parent's workers); the child starts its own on first use."""
+    global _pools_lock
+    _pools.clear()
+    _pools_lock = threading.Lock()  # another thread may have held it at the fork
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_forget_parent_pools)
+
+
 def shutdown_all(kill: bool = True) -> None:
     """Stop every pool of this process (at exit, after Ctrl-C, in tests)."""
     with _pools_lock:

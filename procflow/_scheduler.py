@@ -441,6 +441,18 @@ _scheduler: Scheduler | None = None
 _scheduler_lock = threading.Lock()
 
 
+def _forget_parent_scheduler() -> None:
+    """In a forked child: the scheduler thread did not survive the fork, and its wake
+    pipe and selector are the parent's. The child starts its own on first use."""
+    global _scheduler, _scheduler_lock
+    _scheduler = None
+    _scheduler_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_parent_scheduler)
+
+
 def get_scheduler() -> Scheduler:
     """The process's scheduler thread, started on first use."""
     global _scheduler
