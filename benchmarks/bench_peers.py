@@ -19,14 +19,16 @@ W4  cache hits: µs per call, procflow ``CachePolicy`` vs ``joblib.Memory`` vs
 import  ``python -c "import procflow"`` vs ``python -c "import loky"``: wall time of
     fresh interpreters, alternating.
 
-Every pool is warm before timing (start-up is not measured). For W2 and W3 every
-system gets fresh worker processes before each round's run, warmed again: the same
-pure-Python loop runs several per cent faster or slower from one worker process to
-another (on the 2-core VM, 24 one-worker loky pools pinned to one core ran ``burn`` at
-0.88-1.03 of their median), so pools kept for the whole run let one draw of that luck
-decide a target whose margin is 3-5 %. Systems take turns inside each round, so drift
-hits them alike, except Dask, which runs in a child interpreter of its own after the
-others' rounds (this script runs itself with ``--dask-child``):
+Every pool is warm before timing (start-up is not measured): two calls of ~20 ms per
+worker. For W2 and W3 every system gets fresh worker processes before each round's run,
+warmed again: the same pure-Python loop runs several per cent faster or slower from one
+worker process to another (on the 2-core VM, 24 one-worker loky pools pinned to one core
+ran ``burn`` at 0.88-1.03 of their median), so pools kept for the whole run let one draw
+of that luck decide a target whose margin is 3-5 %. (concurrent.futures forks its
+workers on Linux before Python 3.14: its fresh workers are copies of this process.)
+Systems take turns inside each round, so drift hits them alike, except Dask, which runs
+in a child interpreter of its own after the others' rounds (this script runs itself with
+``--dask-child``):
 ``import dask`` adds ~170 entries to ``copyreg.dispatch_table``, which loky's pickler
 copies for every object it pickles (raw loky: ~80 -> ~290 µs per task here), and a
 live LocalCluster runs its scheduler on a thread of the calling process (so the child
@@ -84,6 +86,14 @@ W3_TASKS, W3_MS = 200, 5.0
 W2_FACTOR, W3_FACTOR = 0.97, 0.95
 CACHE_CALLS = 2000
 IMPORT_RUNS = 15
+
+
+@functools.cache
+def warm_loop() -> int:
+    """``burn``'s loop count for warm-up calls of ~20 ms: with two per worker, a busy
+    worker leaves the next call to an idle one, so every worker runs one (its first call
+    unpickles the function and imports its module, which is not what is measured)."""
+    return wl.calibrate(0.02)
 
 
 @functools.cache
@@ -160,7 +170,7 @@ class _Executor(System):
     def _use(self, make: Callable[[], Any], workers: int) -> None:
         self.make, self.workers = make, workers
         self.pool = pool = make()
-        list(pool.map(wl.burn, [1000] * workers * 2))
+        list(pool.map(wl.burn, [warm_loop()] * workers * 2))
         self.noops = lambda count: submit_all(pool, wl.noop, range(count))
         self.cpu = lambda count, n: submit_all(pool, wl.burn, [n] * count)
         self.map_reduce = lambda count, n: pool.submit(
@@ -203,7 +213,7 @@ class Joblib(System):
 
         par = Parallel(n_jobs=workers, backend="loky")
         self.workers = workers
-        self.warm = lambda: par(delayed(wl.burn)(1000) for _ in range(workers * 2))
+        self.warm = lambda: par(delayed(wl.burn)(warm_loop()) for _ in range(workers * 2))
         self.warm()
         self.noops = lambda count: sum(par(delayed(wl.noop)(i) for i in range(count)))
         self.cpu = lambda count, n: sum(par(delayed(wl.burn)(n) for _ in range(count)))
@@ -217,10 +227,11 @@ class Joblib(System):
 
     def fresh_workers(self) -> None:
         # joblib's loky backend keeps one reusable executor (its vendored loky's): stop
-        # it, and the next Parallel call starts another.
+        # it, and the next Parallel call starts another. reuse=True returns that one
+        # whatever its settings (with other arguments loky would replace it first).
         from joblib.externals.loky import get_reusable_executor
 
-        get_reusable_executor(max_workers=self.workers).shutdown(wait=True)
+        get_reusable_executor(max_workers=self.workers, reuse=True).shutdown(wait=True)
         self.warm()
 
 
@@ -281,11 +292,11 @@ class Dask(System):
             silence_logs=logging.CRITICAL,  # its teardown logs heartbeat errors
         )
         self.client = Client(self.cluster)
-        self.client.gather(self._map(wl.burn, [1000] * self.workers * 2))  # warm
+        self.client.gather(self._map(wl.burn, [warm_loop()] * self.workers * 2))  # warm
 
     def fresh_workers(self) -> None:
         self.client.restart()
-        self.client.gather(self._map(wl.burn, [1000] * self.workers * 2))
+        self.client.gather(self._map(wl.burn, [warm_loop()] * self.workers * 2))
 
     def close(self) -> None:
         if hasattr(self, "client"):
@@ -426,8 +437,8 @@ class Procflow(System):
         noop_calls.invoke(100)
 
         def warm() -> None:
-            cpu.invoke([workers * 2, 1000])
-            map_reduce.invoke([workers * 2, 1000])
+            cpu.invoke([workers * 2, warm_loop()])
+            map_reduce.invoke([workers * 2, warm_loop()])
 
         self.warm = warm
         warm()
@@ -603,7 +614,11 @@ def paired(rows: list[Row], attr: str, count: int, n: int, expected: int, pairs:
 
     def one(row: Row) -> None:
         assert row.system is not None
-        row.system.fresh_workers()
+        try:
+            row.system.fresh_workers()
+        except Exception as exc:
+            row.error = f"fresh workers: {reason(exc)}"
+            return
         if SERIAL_POOL is None:
             base = serial_seconds(count, n)
         else:

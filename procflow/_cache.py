@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from . import _keys
+from ._forks import reset_in_child
 
 if TYPE_CHECKING:
     from ._calls import Call
@@ -80,6 +81,13 @@ class _MemoryCache:
 
 
 memory_cache = _MemoryCache()
+
+
+def _fresh_memory_cache_lock() -> None:
+    memory_cache._lock = threading.Lock()  # another thread may have held it at a fork
+
+
+reset_in_child(_fresh_memory_cache_lock)
 
 
 class ResultCache:

@@ -34,6 +34,8 @@ import time
 from multiprocessing.connection import Connection, Listener
 from typing import Any
 
+from ._forks import reset_in_child
+
 __all__ = ["Channel", "get_channel"]
 
 
@@ -158,16 +160,16 @@ def get_channel() -> Channel:
         return _channel
 
 
-def _forget_parent_channel() -> None:
-    """In a forked child: the listener, its accept thread and the epoll descriptor are
-    the parent's (an epoll set is shared across fork). The child makes its own."""
+def _forget_parent_channel() -> Channel | None:
+    """In a forked child: the listener, its accept thread and the epoll set are the
+    parent's (an epoll set is shared across a fork). The child makes its own."""
     global _channel, _channel_lock
-    _channel = None
+    parents, _channel = _channel, None
     _channel_lock = threading.Lock()
+    return parents
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_parent_channel)
+reset_in_child(_forget_parent_channel)
 
 
 # -- the worker's side ------------------------------------------------------------------------

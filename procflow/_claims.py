@@ -21,6 +21,8 @@ import os
 import tempfile
 import threading
 
+from ._forks import reset_in_child
+
 __all__ = ["ClaimBoard", "attach", "claim"]
 
 SLOTS = 1 << 16  # dispatch tokens wrap around; far more than can be in flight at once
@@ -90,15 +92,15 @@ def get_board() -> ClaimBoard:
         return _board
 
 
-def _forget_parent_board() -> None:
+def _forget_parent_board() -> ClaimBoard | None:
     """In a forked child: the board is the parent's (its workers read it)."""
     global _board, _board_lock
-    _board = None
+    parents, _board = _board, None
     _board_lock = threading.Lock()
+    return parents
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_parent_board)
+reset_in_child(_forget_parent_board)
 
 
 # -- the worker's side ------------------------------------------------------------------------

@@ -8,10 +8,11 @@ driver). A task called while a call is executing runs synchronously, as part of 
 from __future__ import annotations
 
 import contextvars
-import os
 import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from ._forks import reset_in_child
 
 if TYPE_CHECKING:
     from ._run import Run
@@ -42,15 +43,16 @@ _active_runs: list[Run] = []
 _active_lock = threading.Lock()
 
 
-def _forget_parent_runs() -> None:
+def _forget_parent_runs() -> list[Run]:
     """In a forked child: the parent's runs are not driven here."""
     global _active_lock
+    parents = _active_runs[:]
     _active_runs.clear()
     _active_lock = threading.Lock()
+    return parents
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_parent_runs)
+reset_in_child(_forget_parent_runs)
 
 
 def register_active(run: Run) -> None:

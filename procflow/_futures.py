@@ -14,6 +14,8 @@ import threading
 from collections.abc import Callable, Generator, Iterable, Iterator
 from typing import Any, Generic, TypeVar
 
+from ._forks import reset_in_child
+
 __all__ = [
     "ALL_COMPLETED",
     "FIRST_COMPLETED",
@@ -41,6 +43,14 @@ _PENDING, _RUNNING, _FINISHED = cf._base.PENDING, cf._base.RUNNING, cf._base.FIN
 _UNRESOLVED = frozenset({_PENDING, _RUNNING})
 # Held to make a future's Condition, or to change the state of a future that has none.
 _MAKING = threading.Lock()
+
+
+def _fresh_making_lock() -> None:
+    global _MAKING
+    _MAKING = threading.Lock()  # the scheduler thread may have held it at a fork
+
+
+reset_in_child(_fresh_making_lock)
 _CANCELLED = frozenset({cf._base.CANCELLED, cf._base.CANCELLED_AND_NOTIFIED})
 _FINAL = _CANCELLED | {_FINISHED}
 

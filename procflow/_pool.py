@@ -12,12 +12,14 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
+from ._forks import reset_in_child
 from ._worker import init_worker
 
 __all__ = ["Pool", "PoolCrashed", "get_pool", "shutdown_all", "usable_cores"]
@@ -225,17 +227,32 @@ def _shutdown_idle_locked() -> None:
             pool.shutdown(kill=True)
 
 
-def _forget_parent_pools() -> None:
-    """In a child forked from the driver: the pools are the parent's. Forget them
-    without stopping them (at the child's exit, ``shutdown_all`` would kill the
-    parent's workers); the child starts its own on first use."""
+def _forget_parent_pools() -> list[Pool]:
+    """In a forked child: the pools are the parent's. Forget them without stopping
+    them; the child starts its own on first use."""
     global _pools_lock
+    parents = list(_pools.values())
     _pools.clear()
-    _pools_lock = threading.Lock()  # another thread may have held it at the fork
+    _pools_lock = threading.Lock()
+    # The parent's workers are not this process's children, but multiprocessing still
+    # lists them (its exit hook would try to join them), and loky would wake the
+    # parent's manager threads at exit: forget both, as they do for their own children.
+    import multiprocessing.process
+
+    children = getattr(multiprocessing.process, "_children", None)
+    for pool in parents:
+        processes = getattr(pool._executor, "_processes", None) or {}
+        for process in list(processes.values()):
+            if isinstance(children, set):
+                children.discard(process)
+    loky_executor = sys.modules.get("loky.process_executor")
+    wakeups = getattr(loky_executor, "_threads_wakeups", None)
+    if wakeups is not None:
+        wakeups.clear()
+    return parents
 
 
-if hasattr(os, "register_at_fork"):  # POSIX
-    os.register_at_fork(after_in_child=_forget_parent_pools)
+reset_in_child(_forget_parent_pools)
 
 
 def shutdown_all(kill: bool = True) -> None:

@@ -17,6 +17,7 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from . import _keys
+from ._forks import reset_in_child
 from .errors import RunConflictError
 
 if TYPE_CHECKING:
@@ -29,6 +30,18 @@ _stores_lock = threading.Lock()
 # Runs this process drives right now, per store: another thread asking for one of them
 # is a conflict, even though the owner pid is alive and ours.
 _live: set[tuple[str, str]] = set()
+
+
+def _forget_parent_runs() -> set[tuple[str, str]]:
+    """In a forked child: the parent's live runs are not driven here."""
+    global _stores_lock
+    parents = set(_live)
+    _live.clear()
+    _stores_lock = threading.Lock()
+    return parents
+
+
+reset_in_child(_forget_parent_runs)
 
 
 def default_store_path() -> str:

@@ -36,6 +36,7 @@ from ._claims import get_board
 from ._commits import GroupCommits
 from ._dispatch import Dispatches, observe_duration
 from ._failures import PoolBreaks
+from ._forks import reset_in_child
 from ._hits import HitRecords
 from ._local import LocalCalls
 from ._worker import Outcome, add_note
@@ -441,16 +442,16 @@ _scheduler: Scheduler | None = None
 _scheduler_lock = threading.Lock()
 
 
-def _forget_parent_scheduler() -> None:
+def _forget_parent_scheduler() -> Scheduler | None:
     """In a forked child: the scheduler thread did not survive the fork, and its wake
     pipe and selector are the parent's. The child starts its own on first use."""
     global _scheduler, _scheduler_lock
-    _scheduler = None
+    parents, _scheduler = _scheduler, None
     _scheduler_lock = threading.Lock()
+    return parents
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_parent_scheduler)
+reset_in_child(_forget_parent_scheduler)
 
 
 def get_scheduler() -> Scheduler:

@@ -25,6 +25,8 @@ def test_a_forked_child_runs_on_its_own_pool_and_leaves_the_parents(tmp_path: Pa
     assert set(report["first"]) <= pool
     assert report["child"], "the child's run returned nothing"
     assert pool.isdisjoint(report["child"])  # the child's own workers, not the parent's
+    assert report["child_has_own_channel"] and report["child_has_own_board"]
+    assert "Exception ignored" not in err  # nothing at the child's exit tripped on the parent's
     assert all(report["pool_alive_after_child"])
     assert report["channel_socket_kept"] and report["claims_board_kept"]
     assert set(report["again"]) <= pool

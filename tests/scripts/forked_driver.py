@@ -4,8 +4,9 @@ Usage: forked_driver.py STORE. The parent runs an entrypoint (its pool, schedule
 channel and claims board start), then forks. The child runs the entrypoint too and exits
 the normal way, through its atexit hooks. Then the parent runs it once more. Prints one
 JSON line: the parent's pool before the fork and after, the workers each run used,
-whether the parent's workers were still alive after the child exited, whether its
-channel socket and claims board were still there, and the child's exit status.
+whether the child made a channel and claims board of its own, whether the parent's
+workers were still alive after the child exited, whether its channel socket and claims
+board were still there, and the child's exit status.
 """
 
 from __future__ import annotations
@@ -50,7 +51,11 @@ def main() -> None:
         child = os.fork()
     if child == 0:
         os.close(read)
-        mine = pids.invoke(4)
+        mine = {
+            "pids": pids.invoke(4),
+            "channel": _channel.get_channel().address,
+            "board": _claims.get_board().path,
+        }
         os.write(write, json.dumps(mine).encode())
         os.close(write)
         sys.exit(0)  # the normal way out: atexit hooks run in the child
@@ -66,11 +71,13 @@ def main() -> None:
             status = -1
             break
         time.sleep(0.05)
-    child_pids = json.loads(os.read(read, 65536) or b"null")
+    child_report = json.loads(os.read(read, 65536) or b"{}")
     report = {
         "pool": sorted(pool),
         "first": first,
-        "child": child_pids,
+        "child": child_report.get("pids"),
+        "child_has_own_channel": child_report.get("channel") not in (None, channel_path),
+        "child_has_own_board": child_report.get("board") not in (None, board_path),
         "child_status": status,
         "pool_alive_after_child": [alive(p) for p in pool],
         "channel_socket_kept": os.path.exists(channel_path),
