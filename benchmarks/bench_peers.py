@@ -257,7 +257,7 @@ class DaskChild(System):
     def remote(self, attr: str, pairs: int, n: int) -> dict[str, Any]:
         cmd = [sys.executable, str(Path(__file__).resolve()), "--dask-child", attr]
         cmd += ["--pairs", str(pairs), "--workers", str(self.workers), "--n", str(n)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
         lines = proc.stdout.strip().splitlines()
         if proc.returncode != 0 or not lines:
             tail = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
@@ -295,8 +295,10 @@ class Dask(System):
         self.client.gather(self._map(wl.burn, [warm_loop()] * self.workers * 2))  # warm
 
     def fresh_workers(self) -> None:
-        self.client.restart()
-        self.client.gather(self._map(wl.burn, [warm_loop()] * self.workers * 2))
+        # A new cluster: Client.restart() once left no workers behind and the next
+        # gather waited forever.
+        self.close()
+        self.open()
 
     def close(self) -> None:
         if hasattr(self, "client"):
