@@ -43,6 +43,8 @@ _PENDING, _RUNNING, _FINISHED = cf._base.PENDING, cf._base.RUNNING, cf._base.FIN
 _UNRESOLVED = frozenset({_PENDING, _RUNNING})
 # Held to make a future's Condition, or to change the state of a future that has none.
 _MAKING = threading.Lock()
+_CANCELLED = frozenset({cf._base.CANCELLED, cf._base.CANCELLED_AND_NOTIFIED})
+_FINAL = _CANCELLED | {_FINISHED}
 
 
 def _fresh_making_lock() -> None:
@@ -51,8 +53,6 @@ def _fresh_making_lock() -> None:
 
 
 reset_in_child(_fresh_making_lock)
-_CANCELLED = frozenset({cf._base.CANCELLED, cf._base.CANCELLED_AND_NOTIFIED})
-_FINAL = _CANCELLED | {_FINISHED}
 
 
 def _wait_timeout(future: TaskFuture[Any], timeout: float | None) -> TimeoutError:

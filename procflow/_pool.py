@@ -239,12 +239,9 @@ def _forget_parent_pools() -> list[Pool]:
     # parent's manager threads at exit: forget both, as they do for their own children.
     import multiprocessing.process
 
-    children = getattr(multiprocessing.process, "_children", None)
+    children: set[Any] = getattr(multiprocessing.process, "_children", set())
     for pool in parents:
-        processes = getattr(pool._executor, "_processes", None) or {}
-        for process in list(processes.values()):
-            if isinstance(children, set):
-                children.discard(process)
+        children.difference_update((getattr(pool._executor, "_processes", None) or {}).values())
     loky_executor = sys.modules.get("loky.process_executor")
     wakeups = getattr(loky_executor, "_threads_wakeups", None)
     if wakeups is not None:
