@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,13 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 RESULT_TIMEOUT = 60  # seconds; every result() in the tests passes a timeout
+
+# A shell starts background jobs (`pytest &`, a CI step run with `&`) with Ctrl-C
+# ignored, and every process they start inherits that: the drivers the Ctrl-C tests
+# signal would then ignore it and hang. A handler here is not inherited; the drivers
+# get the default one again.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _worker_children() -> list[psutil.Process]:
