@@ -33,7 +33,8 @@ _live: set[tuple[str, str]] = set()
 
 
 def _forget_parent_runs() -> set[tuple[str, str]]:
-    """In a forked child: the parent's live runs are not driven here."""
+    """In a forked child: the parent's live runs are not driven here (and the stores'
+    lock may have been held at the fork)."""
     global _stores_lock
     parents = set(_live)
     _live.clear()

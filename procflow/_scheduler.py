@@ -126,7 +126,7 @@ class Scheduler(Dispatches, LocalCalls, PoolBreaks, GroupCommits):
             wake_at = self._timers[0][0] if self._timers else None
             if self._to_commit and self._commit_by is not None:
                 # Outcomes left waiting for company are committed by then at the latest.
-                wake_at = min(wake_at or self._commit_by, self._commit_by)
+                wake_at = self._commit_by if wake_at is None else min(wake_at, self._commit_by)
             timeout = None if wake_at is None else max(0.0, wake_at - time.monotonic())
             if not self._guarded(self._wait, timeout):
                 time.sleep(0.01)  # printed already; do not spin on a wait that fails

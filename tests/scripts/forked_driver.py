@@ -32,6 +32,11 @@ def pids(count: int) -> list[int]:
     return sorted({f.result(timeout=20) for f in [worker_pid(i) for i in range(count)]})
 
 
+def pool_pids() -> list[int]:
+    """The workers of this process's procflow pools."""
+    return sorted(p for each in _pool._pools.values() for p in each.worker_pids())
+
+
 def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -44,7 +49,7 @@ def main() -> None:
     first = pids.invoke(4)
     channel_path = _channel.get_channel().address
     board_path = _claims.get_board().path
-    pool = [p for each in _pool._pools.values() for p in each.worker_pids()]
+    pool = pool_pids()
     read, write = os.pipe()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # fork() with threads (3.12+)
@@ -73,7 +78,7 @@ def main() -> None:
         time.sleep(0.05)
     child_report = json.loads(os.read(read, 65536) or b"{}")
     report = {
-        "pool": sorted(pool),
+        "pool": pool,
         "first": first,
         "child": child_report.get("pids"),
         "child_has_own_channel": child_report.get("channel") not in (None, channel_path),
@@ -84,7 +89,7 @@ def main() -> None:
         "claims_board_kept": os.path.exists(board_path),
         "again": pids.invoke(4),
     }
-    report["pool_after"] = sorted(p for each in _pool._pools.values() for p in each.worker_pids())
+    report["pool_after"] = pool_pids()
     print(json.dumps(report))
 
 
