@@ -28,8 +28,13 @@ __all__ = ["Dispatches", "observe_duration"]
 # never so many that a worker would sit idle while another holds the whole queue.
 # 10 ms: a 5 ms map step gains measurably from sharing dispatches (joblib batches such
 # calls too), and a call of that size is still "a few ms" if a driver kill re-runs it.
+# 200 ms (joblib's smallest ideal batch duration too): a batch still reports its outcomes
+# every REPORT_SECONDS and each call stays claimable and attributable on its own, so the
+# size only sets how many loky round trips a map costs. On a 200 x 5 ms map at 2 workers
+# (medians of 10 runs, alternating), 50 -> 200 ms took the driver's CPU per run from 38
+# to 31 ms and the workers' idle gaps over 0.2 ms from 22 to 16 per worker.
 SHORT_CALL_SECONDS = 0.01
-TARGET_BATCH_SECONDS = 0.05
+TARGET_BATCH_SECONDS = 0.2
 MAX_BATCH = 256
 
 

@@ -27,8 +27,9 @@ __all__ = ["FUTURE_MARKER", "canonical_json", "code_fingerprint", "compact_encod
 FUTURE_MARKER = "\x00call"
 
 
-def compact_encoder(*, sort_keys: bool) -> Callable[[object], str]:
-    """A fast JSON writer for plain values: compact, not ASCII-escaped, NaN allowed.
+def compact_encoder(*, sort_keys: bool, ascii: bool = False) -> Callable[[object], str]:
+    """A fast JSON writer for plain values: compact, NaN allowed, ASCII-escaped only
+    with ``ascii`` (the store's text: SQLite cannot hold a lone surrogate).
 
     ``json.dumps`` builds a new encoder on every call and ``JSONEncoder.encode`` a new
     C encoder: about 1.5 µs for a three-item list, on the per-call hot path. Building the
@@ -36,7 +37,7 @@ def compact_encoder(*, sort_keys: bool) -> Callable[[object], str]:
     plain values come out of ``_serde``'s checks, which refuse cycles.
     """
     slow = json.JSONEncoder(
-        sort_keys=sort_keys, separators=(",", ":"), ensure_ascii=False, allow_nan=True
+        sort_keys=sort_keys, separators=(",", ":"), ensure_ascii=ascii, allow_nan=True
     ).encode
     c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
     if c_make_encoder is None:  # no C accelerator (another interpreter)
@@ -47,16 +48,15 @@ def compact_encoder(*, sort_keys: bool) -> Callable[[object], str]:
 
     # Positional: markers, default, encoder, indent, key_separator, item_separator,
     # sort_keys, skipkeys, allow_nan.
-    encode = c_make_encoder(
-        None, refuse, json.encoder.encode_basestring, None, ":", ",", sort_keys, False, True
-    )
+    quote = json.encoder.encode_basestring_ascii if ascii else json.encoder.encode_basestring
+    encode = c_make_encoder(None, refuse, quote, None, ":", ",", sort_keys, False, True)
 
     def dumps(plain: object) -> str:
         return "".join(encode(plain, 0))
 
     # The C encoder's signature is private: if a Python version changes it, fall back
     # to the documented path instead of writing different text.
-    probe = {"b": [1, 2.5, float("nan"), None, True], "a": "é\n"}
+    probe = {"b": [1, 2.5, float("nan"), None, True], "a": "é\n\ud800"}
     try:
         return dumps if dumps(probe) == slow(probe) else slow
     except Exception:
