@@ -9,7 +9,13 @@ A diagnostic, not a benchmark with a target: it runs W3's map (``--tasks`` calls
 - the scheduler's loop passes (wake-ups) and its group commits;
 - in the workers: the gap between two calls of one batch, and a dispatch boundary
   (loky sends the result and takes the next dispatch), split into the worker's own CPU
-  and its wall time; joblib's gaps between calls beside them.
+  and its wall time; joblib's gaps between calls beside them;
+- each worker's idle time per run, procflow beside joblib: before its first call, in
+  gaps between calls (short ones, inside a batch, and long ones: dispatch boundaries,
+  and the driver's wake-ups, which on 2 busy cores take a worker's core), and after
+  its last call until the run returns. Unlike a speedup, this does not depend on how
+  fast each worker process happens to run the loop (which differs by up to ~10% from
+  one process to the next), so it shows the systems' own costs side by side.
 
 It wraps private functions (``Scheduler._wait``, ``Run.commit_outcomes``, the worker's
 ``run_batch`` and loky's result queue), so it follows the code it measures: update it
@@ -107,6 +113,38 @@ def gaps(spans: dict[int, list[tuple[float, float]]]) -> list[float]:
     return found
 
 
+def idle(runs: list[tuple[float, float, dict[int, list[tuple[float, float]]]]]) -> list[float]:
+    """Medians over runs and workers, in ms: before the first call, short gaps (count,
+    total), long gaps (count, total), after the last call, all idle, its share of wall
+    (per cent). ``runs``: (start, end, pid -> call spans), wall-clock seconds."""
+    rows = []
+    for start, end, spans in runs:
+        for calls in spans.values():
+            calls.sort()
+            found = [b[0] - a[1] for a, b in itertools.pairwise(calls)]
+            short = [g for g in found if g <= LONG_GAP]
+            long_ = [g for g in found if g > LONG_GAP]
+            first, last = calls[0][0] - start, end - calls[-1][1]
+            total = first + sum(found) + last
+            rows.append(
+                [
+                    first * 1e3,
+                    len(short),
+                    sum(short) * 1e3,
+                    len(long_),
+                    sum(long_) * 1e3,
+                    last * 1e3,
+                    total * 1e3,
+                    total / (end - start) * 100,
+                ]
+            )
+    return [statistics.median(row[k] for row in rows) for k in range(8)]
+
+
+# A gap between two calls longer than this is not a batch's own per-call work.
+LONG_GAP = 200e-6
+
+
 def timed_burn(n: int) -> tuple[int, float, float]:
     start = time.time()
     wl.burn(n)
@@ -143,14 +181,21 @@ def main() -> None:
     before, cpu0, wall0 = thread_cpu(), time.process_time(), time.perf_counter()
     calls: dict[int, list[tuple[float, float]]] = collections.defaultdict(list)
     runs = [f"diag-{os.getpid()}-{i}" for i in range(args.runs)]
+    bounds = {}
     for run_id in runs:
+        start = time.time()
         map_reduce.invoke([args.tasks, n], run_id=run_id)
+        bounds[run_id] = (start, time.time())
     cpu, wall, after = time.process_time() - cpu0, time.perf_counter() - wall0, thread_cpu()
+    procflow_runs = []
     with procflow.Store(store) as s:
         for run_id in runs:
+            in_run: dict[int, list[tuple[float, float]]] = collections.defaultdict(list)
             for entry in s.load_entries(run_id):
                 attempt = entry["attempts"][-1]
                 calls[attempt["pid"]].append((attempt["start"], attempt["end"]))
+                in_run[attempt["pid"]].append((attempt["start"], attempt["end"]))
+            procflow_runs.append((*bounds[run_id], in_run))
     names = {t.native_id: t.name for t in threading.enumerate()}
     r = args.runs
     print(f"W3 diagnostic: {args.tasks} x {args.ms:g} ms + reduce, 2 workers, {r} runs")
@@ -185,11 +230,32 @@ def main() -> None:
     par = Parallel(n_jobs=2)
     spans: dict[int, list[tuple[float, float]]] = collections.defaultdict(list)
     par(delayed(timed_burn)(n) for _ in range(args.tasks))
-    for _ in range(min(r, 10)):
-        for pid, start, end in par(delayed(timed_burn)(n) for _ in range(args.tasks)):
-            spans[pid].append((start, end))
+    joblib_runs = []
+    cpu0 = time.process_time()
+    for _ in range(r):
+        in_run: dict[int, list[tuple[float, float]]] = collections.defaultdict(list)
+        start = time.time()
+        results = par(delayed(timed_burn)(n) for _ in range(args.tasks))
+        sum(pid for pid, _, _ in results)  # the caller's reduce, as in bench_peers
+        end = time.time()
+        for pid, call_start, call_end in results:
+            spans[pid].append((call_start, call_end))
+            in_run[pid].append((call_start, call_end))
+        joblib_runs.append((start, end, in_run))
+    joblib_cpu = (time.process_time() - cpu0) / r
     joblib_gaps = [g for g in gaps(spans) if g < 300]
     print(f"joblib: gap between calls of a batch {statistics.median(joblib_gaps):.0f} µs")
+    print(f"joblib's driver: {joblib_cpu * 1e3:.1f} ms CPU per run")
+    print(
+        f"\neach worker's idle time per run (medians over runs and workers; a long gap is"
+        f" over {LONG_GAP * 1e6:.0f} µs)"
+    )
+    head = ["first ms", "short n", "short ms", "long n", "long ms", "last ms", "idle ms", "idle %"]
+    print(f"  {'':<9}" + "".join(f"{h:>10}" for h in head))
+    for name, found in (("procflow", procflow_runs), ("joblib", joblib_runs)):
+        values = idle(found)
+        cells = [f"{v:10.0f}" if k in (1, 3) else f"{v:10.2f}" for k, v in enumerate(values)]
+        print(f"  {name:<9}" + "".join(cells))
 
 
 if __name__ == "__main__":
