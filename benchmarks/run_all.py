@@ -1,7 +1,7 @@
 """Run every benchmark and write docs/benchmarks.md and docs/benchmarks-speedup.png.
 
     pip install '.[bench]'
-    python benchmarks/run_all.py            # the full run (about 10 minutes on 2 cores)
+    python benchmarks/run_all.py            # the full run (15-25 minutes on 2 cores)
     python benchmarks/run_all.py --quick    # a smoke run: tiny pair counts, written to a
                                             # temporary directory unless --out is given
 
