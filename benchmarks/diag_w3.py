@@ -236,7 +236,7 @@ def main() -> None:
         in_run: dict[int, list[tuple[float, float]]] = collections.defaultdict(list)
         start = time.time()
         results = par(delayed(timed_burn)(n) for _ in range(args.tasks))
-        sum(pid for pid, _, _ in results)  # the caller's reduce, as in bench_peers
+        sum(pid for pid, _, _ in results)  # stands for the caller's reduce in bench_peers
         end = time.time()
         for pid, call_start, call_end in results:
             spans[pid].append((call_start, call_end))

@@ -46,3 +46,12 @@ def test_failures_and_retried_calls_take_the_dict_path() -> None:
     error = {"type": "x.E", "message": "m" * 3000, "kind": "error", "traceback": "t"}
     text = _entries.entry_text(call, False, error, False, 1)
     assert json.loads(text)["error"]["message"] == "m" * 2000
+
+
+def test_store_json_is_json_dumps_compact_and_ascii() -> None:
+    # The encoder is built once (_keys.compact_encoder); its text must stay json.dumps'.
+    value = {"é": ["caf\u00e9 \ud800", 2.5, float("nan"), None, True, -0.0], "n": {"k": 1}}
+    text = _entries.dumps(value)
+    assert text == json.dumps(value, separators=(",", ":")) and text.isascii()
+    with pytest.raises(TypeError):
+        _entries.dumps({"x": object()})
