@@ -36,8 +36,9 @@ runs its paired serial loops in a one-process pool of their own). A peer that
 fails to import or errors is shown as ``n/a (reason)``. Prints one markdown table per
 workload and a list of targets.
 
-A speedup target (W2, W3) is also judged round by round: procflow's speedup over the
-peer's in the same round, where drift between rounds cancels out. When the target's
+A speedup target (W2, W3) and the cache-hit target (W4) are also judged round by round:
+procflow's speedup (or cost per hit) over the peer's in the same round, where drift
+between rounds cancels out. When the target's
 factor lies inside the interquartile range of those ratios, the rounds could not decide
 it: procflow and that peer run 2 x ``--pairs`` more rounds, again while the factor
 stays inside (up to 5 x ``--pairs`` rounds in all), and the verdict uses every round;
@@ -85,8 +86,10 @@ W2_TASKS, W2_MS = 32, 100.0
 W3_TASKS, W3_MS = 200, 5.0
 # The speedup targets: procflow at least this fraction of the peer's (issue 7).
 W2_FACTOR, W3_FACTOR = 0.97, 0.95
-# An undecided target (its factor inside the per-round ratios' IQR) gets more rounds, up to
-# this many times --pairs in all.
+# The cache-hit target: procflow's cost at most this fraction of joblib.Memory's.
+W4_FACTOR = 0.2
+# An undecided target (W2, W3, W4: its factor inside the per-round ratios' IQR) gets more
+# rounds, up to this many times --pairs in all.
 MAX_ROUNDS_FACTOR = 5
 CACHE_CALLS = 2000
 IMPORT_RUNS = 15
@@ -845,6 +848,47 @@ def main() -> None:
                 f"({lg / pf:.0f}x faster)"
             )
 
+    def decide(
+        rows: list[Row], peer: str, factor: float, attr: str, pairs: int, n: int, key: str
+    ) -> str:
+        """While ``factor`` lies inside the interquartile range of the per-round ratios
+        procflow / ``peer``, more rounds of those two (never a looser target): 2 x pairs at
+        a time, up to MAX_ROUNDS_FACTOR x pairs in all. Fresh workers each round (W2, W3)
+        and each run's own drift make every round an independent draw, so more rounds
+        narrow the medians. Returns the note for the table, empty when none ran."""
+        judged = [r for r in rows if r.name in ("procflow", peer) and not r.error]
+        done = pairs
+        while (
+            len(judged) == 2
+            and not any(r.error for r in judged)
+            and done < MAX_ROUNDS_FACTOR * pairs
+            and undecided(paired_ratios(rows, peer), factor)
+        ):
+            print(f"  {key}: undecided, {2 * pairs} more rounds", file=sys.stderr, flush=True)
+            measure(judged, attr, 2 * pairs, n)
+            done += 2 * pairs
+        if done == pairs:
+            return ""
+        failed = [r.name for r in judged if r.error]
+        still = undecided(paired_ratios(rows, peer), factor) and not failed
+        return (
+            f"_After {pairs} rounds the per-round ratio procflow / {peer} had "
+            f"{factor:g} inside its interquartile range, so procflow and {peer} ran "
+            f"{done - pairs} more rounds, taking turns, {2 * pairs} at a time while it "
+            "stayed there; "
+            + (
+                f"{' and '.join(failed)} failed in them._\n"
+                if failed
+                else f"their rows cover all {done} rounds"
+                + (
+                    f", and {factor:g} is still inside the interquartile range: the "
+                    "verdict below is within the machine's noise._\n"
+                    if still
+                    else "._\n"
+                )
+            )
+        )
+
     def speedup_section(
         key: str, attr: str, title: str, peer: str, factor: float
     ) -> tuple[list[Row], str]:
@@ -855,42 +899,7 @@ def main() -> None:
         n = loop_count(ms)
         before = load1()
         measure(rows, attr, pairs, n)
-        extra = ""
-        judged = [r for r in rows if r.name in ("procflow", peer) and not r.error]
-        done = pairs
-        # The target sits inside the noise: more rounds of the two systems it compares
-        # (never a looser target), 2 x pairs at a time while it stays there, up to
-        # MAX_ROUNDS_FACTOR x pairs in all. Fresh workers each round make every round an
-        # independent draw of the workers' speed, so more rounds narrow the medians.
-        while (
-            len(judged) == 2
-            and not any(r.error for r in judged)
-            and done < MAX_ROUNDS_FACTOR * pairs
-            and undecided(paired_ratios(rows, peer), factor)
-        ):
-            print(f"  {key}: undecided, {2 * pairs} more rounds", file=sys.stderr, flush=True)
-            measure(judged, attr, 2 * pairs, n)
-            done += 2 * pairs
-        if done > pairs:
-            failed = [r.name for r in judged if r.error]
-            still = undecided(paired_ratios(rows, peer), factor) and not failed
-            extra = (
-                f"_After {pairs} rounds the per-round ratio procflow / {peer} had "
-                f"{factor:g} inside its interquartile range, so procflow and {peer} ran "
-                f"{done - pairs} more rounds, taking turns, {2 * pairs} at a time while it "
-                "stayed there; "
-                + (
-                    f"{' and '.join(failed)} failed in them._\n"
-                    if failed
-                    else f"their rows cover all {done} rounds"
-                    + (
-                        f", and {factor:g} is still inside the interquartile range: the "
-                        "verdict below is within the machine's noise._\n"
-                        if still
-                        else "._\n"
-                    )
-                )
-            )
+        extra = decide(rows, peer, factor, attr, pairs, n, key)
         emit(f"\n### {key}: {title}\n")
         emit(load_note(before))
         if extra:
@@ -988,8 +997,11 @@ def main() -> None:
                 row.name = "LangGraph InMemoryCache"
         before = load1()
         measure(rows, "cache_hits", pairs)
+        extra = decide(rows, "joblib", W4_FACTOR, "cache_hits", pairs, 0, "W4")
         emit(f"\n### W4: cache hits, µs per call ({CACHE_CALLS:,} calls that all hit)\n")
         emit(load_note(before))
+        if extra:
+            emit(extra)
         emit(cost_table(rows, "µs/call"))
         emit(
             "\nprocflow: one run of 2,000 `CachePolicy` hits (durable store; each hit also "
@@ -1002,8 +1014,9 @@ def main() -> None:
             "joblib",
             "W4 cache hit <= 0.2x joblib.Memory",
             lambda pf, jl: (
-                f"procflow {pf:.1f} µs vs joblib.Memory {jl:.1f} µs = {pf / jl:.2f}x",
-                pf <= 0.2 * jl,
+                f"procflow {pf:.1f} µs vs joblib.Memory {jl:.1f} µs = {pf / jl:.2f}x"
+                + paired_note(paired_ratios(rows, "joblib"), "joblib"),
+                pf <= W4_FACTOR * jl,
             ),
         )
 
