@@ -94,8 +94,11 @@ def answer_map_hits(run: Run, calls: list[Call]) -> None:
             call.attempts.clear()
             call.attempt_json = None
         return
-    answered = {id(call) for call, *_ in outcomes}
-    calls[:] = [call for call in calls if id(call) not in answered]
+    if len(outcomes) == len(calls):  # all hits, the usual case of a warm cache
+        calls.clear()
+    else:
+        answered = {id(call) for call, *_ in outcomes}
+        calls[:] = [call for call in calls if id(call) not in answered]
     _resolve(run, outcomes)
 
 
