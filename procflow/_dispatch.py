@@ -31,8 +31,9 @@ __all__ = ["Dispatches", "observe_duration"]
 # 200 ms (joblib's smallest ideal batch duration too): a batch still reports its outcomes
 # every REPORT_SECONDS and each call stays claimable and attributable on its own, so the
 # size only sets how many loky round trips a map costs. On a 200 x 5 ms map at 2 workers
-# (medians of 10 runs, alternating), 50 -> 200 ms took the driver's CPU per run from 38
-# to 31 ms and the workers' idle gaps over 0.2 ms from 22 to 16 per worker.
+# (medians of alternating runs), 50 -> 200 ms took the driver's CPU per run from 38 to
+# 31 ms in one series of 10 and from 47.6 to 42.6 ms in one of 12; the workers' idle gaps
+# over 0.2 ms fell from 22 to 16 per worker in the first and from 25 to 24 in the second.
 SHORT_CALL_SECONDS = 0.01
 TARGET_BATCH_SECONDS = 0.2
 MAX_BATCH = 256
