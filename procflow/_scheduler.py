@@ -119,6 +119,16 @@ class Scheduler(Dispatches, LocalCalls, PoolBreaks, GroupCommits):
     def thread(self) -> threading.Thread:
         return self._thread
 
+    def close_dead(self) -> None:
+        """Close the wake-up pipe and the selector of a scheduler whose thread is dead
+        (nothing else uses them), so that replacing it leaks no descriptors."""
+        if self._thread.is_alive():
+            raise RuntimeError("close_dead() on a scheduler whose thread is running")
+        self._selector.close()  # the channel stays open: the next scheduler watches it
+        for fd in (self._wake_r, self._wake_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
     # -- the loop ----------------------------------------------------------------------
     def _loop(self) -> None:
         inbox = self._inbox
@@ -459,5 +469,7 @@ def get_scheduler() -> Scheduler:
     global _scheduler
     with _scheduler_lock:
         if _scheduler is None or not _scheduler.thread.is_alive():
+            if _scheduler is not None:
+                _scheduler.close_dead()
             _scheduler = Scheduler()
         return _scheduler
