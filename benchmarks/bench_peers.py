@@ -755,6 +755,48 @@ def cost_table(rows: list[Row], unit: str) -> str:
     )
 
 
+def decide(
+    rows: list[Row], peer: str, factor: float, attr: str, pairs: int, n: int, key: str
+) -> str:
+    """While ``factor`` lies inside the interquartile range of the per-round ratios
+    procflow / ``peer``, more rounds of those two (never a looser target): 2 x pairs at
+    a time, up to MAX_ROUNDS_FACTOR x pairs in all. Fresh workers each round (W2, W3)
+    and each run's own drift make every round an independent draw, so more rounds
+    narrow the medians. Returns the note for the table, empty when none ran."""
+    judged = [r for r in rows if r.name in ("procflow", peer) and not r.error]
+    done = pairs
+    while (
+        len(judged) == 2
+        and not any(r.error for r in judged)
+        and done < MAX_ROUNDS_FACTOR * pairs
+        and undecided(paired_ratios(rows, peer), factor)
+    ):
+        print(f"  {key}: undecided, {2 * pairs} more rounds", file=sys.stderr, flush=True)
+        measure(judged, attr, 2 * pairs, n)
+        done += 2 * pairs
+    if done == pairs:
+        return ""
+    failed = [r.name for r in judged if r.error]
+    still = undecided(paired_ratios(rows, peer), factor) and not failed
+    return (
+        f"_After {pairs} rounds the per-round ratio procflow / {peer} had "
+        f"{factor:g} inside its interquartile range, so procflow and {peer} ran "
+        f"{done - pairs} more rounds, taking turns, {2 * pairs} at a time while it "
+        "stayed there; "
+        + (
+            f"{' and '.join(failed)} failed in them._\n"
+            if failed
+            else f"their rows cover all {done} rounds"
+            + (
+                f", and {factor:g} is still inside the interquartile range: the "
+                "verdict below is within the machine's noise._\n"
+                if still
+                else "._\n"
+            )
+        )
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=7)
@@ -847,47 +889,6 @@ def main() -> None:
                 f"W1 (for information) procflow / LangGraph SqliteSaver: {pf / lg:.3f}x "
                 f"({lg / pf:.0f}x faster)"
             )
-
-    def decide(
-        rows: list[Row], peer: str, factor: float, attr: str, pairs: int, n: int, key: str
-    ) -> str:
-        """While ``factor`` lies inside the interquartile range of the per-round ratios
-        procflow / ``peer``, more rounds of those two (never a looser target): 2 x pairs at
-        a time, up to MAX_ROUNDS_FACTOR x pairs in all. Fresh workers each round (W2, W3)
-        and each run's own drift make every round an independent draw, so more rounds
-        narrow the medians. Returns the note for the table, empty when none ran."""
-        judged = [r for r in rows if r.name in ("procflow", peer) and not r.error]
-        done = pairs
-        while (
-            len(judged) == 2
-            and not any(r.error for r in judged)
-            and done < MAX_ROUNDS_FACTOR * pairs
-            and undecided(paired_ratios(rows, peer), factor)
-        ):
-            print(f"  {key}: undecided, {2 * pairs} more rounds", file=sys.stderr, flush=True)
-            measure(judged, attr, 2 * pairs, n)
-            done += 2 * pairs
-        if done == pairs:
-            return ""
-        failed = [r.name for r in judged if r.error]
-        still = undecided(paired_ratios(rows, peer), factor) and not failed
-        return (
-            f"_After {pairs} rounds the per-round ratio procflow / {peer} had "
-            f"{factor:g} inside its interquartile range, so procflow and {peer} ran "
-            f"{done - pairs} more rounds, taking turns, {2 * pairs} at a time while it "
-            "stayed there; "
-            + (
-                f"{' and '.join(failed)} failed in them._\n"
-                if failed
-                else f"their rows cover all {done} rounds"
-                + (
-                    f", and {factor:g} is still inside the interquartile range: the "
-                    "verdict below is within the machine's noise._\n"
-                    if still
-                    else "._\n"
-                )
-            )
-        )
 
     def speedup_section(
         key: str, attr: str, title: str, peer: str, factor: float
