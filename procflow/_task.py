@@ -12,6 +12,7 @@ import functools
 import inspect
 import os
 import sys
+import types
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar, overload
 
@@ -284,6 +285,7 @@ class Task(Generic[P, R]):
                 self.timeout,
                 self.max_concurrency,
                 self.executor,
+                getattr(getattr(self.fn, "__code__", None), "co_filename", None),
             ),
         )
 
@@ -356,7 +358,10 @@ def _task_by_value(
     timeout: float | None,
     max_concurrency: int | None,
     executor: Executor | None,
+    filename: str | None = None,
 ) -> Task[Any, Any]:
+    if filename:
+        _restore_filename(fn, filename)
     rebuilt: Task[Any, Any] = Task(
         fn,
         name=name,
@@ -367,6 +372,47 @@ def _task_by_value(
         executor=executor,
     )
     return rebuilt
+
+
+# What cloudpickle (3.1.2 and later) puts in the place of a by-value function's file
+# name, so that its payload does not depend on where the function was defined.
+_DYNAMIC_FILENAME = "<dynamic-code>"
+
+
+def _restore_filename(fn: Callable[..., Any], filename: str) -> None:
+    """Put back the file name of a task's function pickled by value (a script's, run as
+    ``__main__``) and of the script's functions and classes it uses, so that tracebacks
+    from workers name the file, line and source instead of ``<dynamic-code>``."""
+    seen: set[int] = set()
+
+    def restore(obj: Any) -> None:
+        if id(obj) in seen:
+            return
+        seen.add(id(obj))
+        if isinstance(obj, type):
+            for member in vars(obj).values():
+                restore(getattr(member, "__func__", member))  # methods, static and class
+            return
+        code = getattr(obj, "__code__", None)
+        if isinstance(code, types.CodeType) and code.co_filename == _DYNAMIC_FILENAME:
+            obj.__code__ = _with_filename(code, filename)
+            for value in getattr(obj, "__globals__", {}).values():
+                if getattr(value, "__module__", None) == obj.__module__:
+                    restore(value)
+
+    restore(inspect.unwrap(fn))
+
+
+def _with_filename(code: types.CodeType, filename: str) -> types.CodeType:
+    """``code`` and the code objects nested in it (inner functions, comprehensions and
+    lambdas), with their dynamic file name replaced by ``filename``."""
+    consts = tuple(
+        _with_filename(c, filename)
+        if isinstance(c, types.CodeType) and c.co_filename == _DYNAMIC_FILENAME
+        else c
+        for c in code.co_consts
+    )
+    return code.replace(co_filename=filename, co_consts=consts)
 
 
 @overload

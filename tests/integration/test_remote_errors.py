@@ -7,6 +7,7 @@ from typing import Any
 
 import core_tasks as ct
 from core_tasks import read_log, touch, wait_for_file
+from support import env_with, run
 
 import procflow
 from procflow import entrypoint
@@ -114,3 +115,57 @@ def test_sys_exit_in_a_task_is_a_task_error_not_retried_and_the_driver_lives_on(
     assert read_log(log) == ["exit"]  # its RetryPolicy never retries SystemExit
     assert isinstance(interrupt_error, procflow.TaskError)
     assert interrupt_error.type_name == "KeyboardInterrupt"
+
+
+SCRIPT_WITH_FAILING_TASK = """
+from procflow import entrypoint, task
+
+
+def helper(x: int) -> int:
+    if x == 3:
+        raise ValueError("three is not allowed")
+    return x
+
+
+class Box:
+    @staticmethod
+    def check(x: int) -> int:
+        return helper(x)
+
+
+@task
+def work(x: int) -> int:
+    return [Box.check(v) for v in [x]][0]
+
+
+@entrypoint(checkpointer=False, max_workers=1)
+def main(n: int) -> int:
+    return work(n).result(timeout=60)
+
+
+if __name__ == "__main__":
+    try:
+        main(3)
+    except ValueError as exc:
+        print(str(exc.__cause__))
+"""
+
+
+def test_a_scripts_task_failing_in_a_worker_names_the_scripts_file_and_lines(
+    tmp_path: Path,
+) -> None:
+    """A task of a script run as ``python flow.py`` is pickled by value, and cloudpickle
+    (3.1.2+) replaces its file name with ``<dynamic-code>``: the worker's traceback must
+    still name the file and show the source lines, through the script's helper
+    function, its class's method and the comprehension."""
+    script = tmp_path / "flow.py"
+    script.write_text(SCRIPT_WITH_FAILING_TASK)
+    code, out, err = run([str(script)], env_with(), cwd=tmp_path)
+    assert code == 0, err
+    assert "<dynamic-code>" not in out
+    for line, function, source in [
+        (19, "work", "return [Box.check(v) for v in [x]][0]"),
+        (14, "check", "return helper(x)"),
+        (7, "helper", 'raise ValueError("three is not allowed")'),
+    ]:
+        assert f'File "{script}", line {line}, in {function}\n    {source}' in out, out
