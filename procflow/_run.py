@@ -48,6 +48,14 @@ def _user_stacklevel() -> int:
     return level
 
 
+def _defined_at(fn: Callable[..., Any]) -> str:
+    """Where a task's function was defined, for messages."""
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        return repr(fn)
+    return f"{code.co_filename}, line {code.co_firstlineno}"
+
+
 class _FaultHooks:
     """Private points where crash tests kill the driver (tests/scripts/): called with
     the number of entries in the group, right before and right after its commit."""
@@ -100,6 +108,7 @@ class Run:
         # batching (_dispatch): another run's calls of the same task may be far longer.
         self.call_seconds: dict[str, float] = {}
         self._counts: dict[str, int] = {}
+        self._task_named: dict[str, Task[Any, Any]] = {}  # the first task called per name
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._outstanding = 0
@@ -155,6 +164,8 @@ class Run:
         self, task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> tuple[TaskFuture[Any], Call | None]:
         """Validate a call and give it its id and future; no Call when it replays."""
+        if self._task_named.get(task.name) is not task:
+            self._claim_name(task)
         deps: list[TaskFuture[Any]] = []
         marked_args = args
         for arg in args:
@@ -207,6 +218,24 @@ class Run:
         if self.listener is not None:
             self.emit("task_submitted", call)
         return future, call
+
+    def _claim_name(self, task: Task[Any, Any]) -> None:
+        """The first task called under a name in this run keeps it; another function
+        with other code may not share it. Call ids come from the task's name and its
+        arguments, so on resume each would replay the other's checkpoints (and warn
+        that its code changed). The same code under one name (a script's module
+        imported a second time, say) is the same task as far as checkpoints go."""
+        with self._lock:
+            known = self._task_named.setdefault(task.name, task)
+        if known is task or known.fingerprint == task.fingerprint:
+            return
+        raise ValueError(
+            f"task {task.name!r}: {self.name_for_messages} already called another "
+            f"function under this name ({_defined_at(known.fn)}); this one "
+            f"({_defined_at(task.fn)}) has other code, and each would replay the other's "
+            "checkpoints. Give each task its own name: @task(name=...) (every lambda of "
+            "a module has the name '<module>.<lambda>')"
+        )
 
     def load_index(self, entries: list[dict[str, Any]]) -> None:
         """Index the calls that succeeded in earlier attempts of this run (once, at resume).

@@ -130,3 +130,49 @@ def test_ctrl_c_while_the_run_waits_for_its_last_calls_records_it_interrupted(
         record = store.get_run("late")
     assert record["status"] == "interrupted" and record["reason"] == "signal"
     assert "owner" not in record
+
+
+def test_two_functions_under_one_task_name_in_a_run_are_refused(tmp_path: Path) -> None:
+    """Call ids come from the task's name and arguments: two lambdas (which share
+    '<module>.<lambda>'), or two functions given the same name=, would replay each
+    other's checkpoints on resume. The second one called in a run is refused, before
+    anything runs, with the fix; the first one's checkpoint is kept."""
+    square = procflow.task(lambda x: x * x, executor="inline")
+    increment = procflow.task(lambda x: x + 1, executor="inline")
+    assert square.name == increment.name
+
+    @entrypoint(checkpointer=tmp_path / "store")
+    def main(n: int) -> list[int]:
+        return [square(n).result(timeout=T), increment(n).result(timeout=T)]
+
+    with pytest.raises(ValueError) as caught:
+        main.invoke(3, run_id="two-lambdas")
+    message = str(caught.value)
+    assert f"task {square.name!r}" in message and "run 'two-lambdas'" in message
+    assert "@task(name=...)" in message and message.count(__file__) == 2
+    with procflow.Store(tmp_path / "store") as store:
+        [entry] = store.load_entries("two-lambdas")
+    assert entry["value"] == "9"
+
+    named = procflow.task(name="same", executor="inline")(lambda x: x * x)
+    renamed = procflow.task(name="same", executor="inline")(lambda x: -x)
+
+    @entrypoint(checkpointer=False)
+    def named_twice(n: int) -> list[int]:
+        return [named(n).result(timeout=T), renamed(n).result(timeout=T)]
+
+    with pytest.raises(ValueError, match="task 'same'"):
+        named_twice.invoke(3)
+
+
+def test_the_same_code_under_one_task_name_is_one_task(tmp_path: Path) -> None:
+    """Two task objects of the same code and name (a script's module imported a second
+    time, say) are interchangeable for checkpoints, so both may be called in a run."""
+    first = procflow.task(name="square", executor="inline")(lambda x: x * x)
+    again = procflow.task(name="square", executor="inline")(lambda x: x * x)
+
+    @entrypoint(checkpointer=tmp_path / "store")
+    def main(n: int) -> list[int]:
+        return [first(n).result(timeout=T), again(n + 1).result(timeout=T)]
+
+    assert main.invoke(3, run_id="same-code") == [9, 16]
