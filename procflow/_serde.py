@@ -133,12 +133,9 @@ def _conv_other(v: Any, t: type, depth: int) -> object:
         is_array = any(c.__name__ == "ndarray" and c.__module__ == "numpy" for c in t.__mro__)
         if not is_array and hasattr(v, "item"):
             return _conv(v.item(), depth)  # item() may give a datetime etc.: checked again
-    if hasattr(v, "tolist"):
-        hint = "; use .tolist(), or write a file and return its path"
-    elif isinstance(v, (set, frozenset)):
-        hint = "; use a list (sorted(...) for a stable order)"
-    elif isinstance(v, (bytes, bytearray, memoryview)):
-        hint = "; decode it to a str (base64 for binary data), or write a file and return its path"
+    hint = _conversion_hint(v)
+    if hint:
+        pass
     elif (
         hasattr(t, "__dataclass_fields__")
         or hasattr(t, "__pydantic_fields__")
@@ -146,11 +143,35 @@ def _conv_other(v: Any, t: type, depth: int) -> object:
         or mod in _MODULES_FOR_ANNOTATION
     ):
         hint = _TYPE_HINT
-    elif hasattr(v, "__next__"):
-        hint = "; pass a list instead (list(...))"
+    elif hasattr(v, "__dict__") and mod.partition(".")[0] not in sys.stdlib_module_names:
+        hint = _OBJECT_HINT  # an instance of the user's own class (not a lock, a file...)
     else:
         hint = ""
     raise _Refused(f"{name} is not JSON-serializable{hint}")
+
+
+_OBJECT_HINT: Final = (
+    "; convert it to JSON values (dict, list, str, numbers), or make its class a dataclass "
+    "or a pydantic model and annotate with it"
+)
+
+
+def _conversion_hint(v: object, wanted: object = None) -> str:
+    """What to turn ``v`` into, for the values that have an obvious JSON form; empty
+    for the others. ``wanted``: the type an annotation asked for (``list`` or ``str``),
+    when only the hints that lead to it fit."""
+    if wanted in (None, list):
+        if hasattr(v, "tolist"):
+            return "; use .tolist(), or write a file and return its path"
+        if isinstance(v, (set, frozenset)):
+            return "; use a list (sorted(...) for a stable order)"
+        if hasattr(v, "__next__"):
+            return "; pass a list instead (list(...))"
+    if wanted is list and isinstance(v, tuple):
+        return "; pass a list (list(...)), or annotate it as a tuple"
+    if wanted in (None, str) and isinstance(v, (bytes, bytearray, memoryview)):
+        return "; decode it to a str (base64 for binary data), or write a file and return its path"
+    return ""
 
 
 def _text(s: str, what: str = "str") -> str:
@@ -268,7 +289,9 @@ class _BuiltinCodec(Codec):
                         expect = "a float (int is too large)"
                 else:
                     return plain
-        message = f"{where}: Input should be {expect or self._expect} {_got(value)}"
+        expected = expect or self._expect
+        hint = _conversion_hint(value, self.annotation)
+        message = f"{where}: Input should be {expected} {_got(value)}{hint}"
         raise NotSerializableError(_prefix(task) + message, path=where, task=task)
 
     def from_plain(self, plain: object, where: str = "value", task: str | None = None) -> object:
@@ -402,9 +425,16 @@ def _validation_error(
     for err in errors[:3]:
         path = where + _loc_path(value, err["loc"], err["type"] == "missing")
         paths.append(path)
-        parts.append(f"{path}: {err['msg']} {_got(err['input'])}")
+        wanted = _WANTED.get(err["type"], _NOTHING)
+        hint = "" if wanted is _NOTHING else _conversion_hint(err["input"], wanted)
+        parts.append(f"{path}: {err['msg']} {_got(err['input'])}{hint}")
     more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
     return NotSerializableError(_prefix(task) + "; ".join(parts) + more, path=paths[0], task=task)
+
+
+# pydantic's error types whose hints _conversion_hint knows, with the type they want.
+_NOTHING: Final = object()
+_WANTED: Final[dict[str, object]] = {"list_type": list, "string_type": str}
 
 
 def _loc_path(value: object, loc: tuple[int | str, ...], missing: bool) -> str:

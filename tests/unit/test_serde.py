@@ -100,6 +100,13 @@ class Opaque:
     pass
 
 
+# What a refusal of an instance of the user's own class suggests.
+OBJECT_HINT = (
+    "; convert it to JSON values (dict, list, str, numbers), or make its class a dataclass "
+    "or a pydantic model and annotate with it"
+)
+
+
 # --- plain rules: what is kept --------------------------------------------------------
 
 
@@ -181,7 +188,7 @@ def test_refusal_message_names_task_path_and_type() -> None:
 
 def test_refusal_without_a_task_has_no_task_prefix() -> None:
     message = refusal(PLAIN, {"x": [Opaque()]}, "input", None)
-    assert message == "input['x'][0]: Opaque is not JSON-serializable"
+    assert message == "input['x'][0]: Opaque is not JSON-serializable" + OBJECT_HINT
 
 
 @pytest.mark.parametrize(
@@ -422,8 +429,18 @@ def test_scalar_containers_convert_exactly_as_pydantic_does(
         (float, "1.5", "Input should be a valid number (got str '1.5')"),
         (str, 1, "Input should be a valid string (got int 1)"),
         (bool, 1, "Input should be a valid boolean (got int 1)"),
-        (list, (1, 2), "Input should be a valid list (got tuple (1, 2))"),
-        (list, {1, 2}, "Input should be a valid list (got set {1, 2})"),
+        (
+            list,
+            (1, 2),
+            "Input should be a valid list (got tuple (1, 2)); pass a list (list(...)), or "
+            "annotate it as a tuple",
+        ),
+        (
+            list,
+            {1, 2},
+            "Input should be a valid list (got set {1, 2}); use a list (sorted(...) for a "
+            "stable order)",
+        ),
         (dict, [("a", 1)], "Input should be a valid dictionary (got list [('a', 1)])"),
         (None, 0, "Input should be None (got int 0)"),
         (type(None), "", "Input should be None (got str '')"),
@@ -605,7 +622,9 @@ def test_annotations_pydantic_cannot_handle_fall_back_to_the_plain_rules() -> No
     codec = codec_for(Opaque)
     assert codec.to_plain({"a": (1,)}, "result") == {"a": [1]}
     assert codec.from_plain({"a": [1]}) == {"a": [1]}
-    assert refusal(codec, Opaque()) == "task 'f': result: Opaque is not JSON-serializable"
+    assert refusal(codec, Opaque()) == (
+        "task 'f': result: Opaque is not JSON-serializable" + OBJECT_HINT
+    )
     assert codec._adapter is None  # type: ignore[attr-defined]  # decided once, not per call
 
 
@@ -640,3 +659,20 @@ def test_loads_reverses_dumps() -> None:
     assert list(loads(dumps(value))) == ["b", "a"]  # type: ignore[call-overload]
     out = loads(dumps([math.nan]))
     assert math.isnan(out[0])  # type: ignore[index]
+
+
+def test_an_annotated_value_of_the_wrong_type_gets_the_conversion_hint() -> None:
+    """pydantic's message for a set where the annotation wants a list gains the hint
+    the plain rules give (use a list), as do bytes and iterators; a wrong scalar gets
+    pydantic's message alone."""
+    codec = codec_for(list[int])
+    assert refusal(codec, {2, 1}) == (
+        "task 'f': result: Input should be a valid list (got set {1, 2}); "
+        "use a list (sorted(...) for a stable order)"
+    )
+    assert refusal(codec_for(str), b"x").endswith(
+        "; decode it to a str (base64 for binary data), or write a file and return its path"
+    )
+    assert refusal(codec_for(int), "1") == (
+        "task 'f': result: Input should be a valid integer (got str '1')"
+    )
