@@ -23,7 +23,14 @@ from .errors import RunConflictError
 if TYPE_CHECKING:
     from ._store import Store
 
-__all__ = ["claim_run", "default_store_path", "new_run_id", "open_store", "owner_alive"]
+__all__ = [
+    "claim_run",
+    "default_store_path",
+    "new_run_id",
+    "open_store",
+    "owner_alive",
+    "waits_for_an_answer",
+]
 
 _stores: dict[tuple[str, str], Store] = {}
 _stores_lock = threading.Lock()
@@ -157,6 +164,11 @@ def claim_run(
     return record, finished
 
 
+def waits_for_an_answer(record: dict[str, Any]) -> bool:
+    """Whether the run stopped at an ``interrupt()``, so that a resume value answers it."""
+    return record.get("status") == "interrupted" and record.get("reason") == "interrupt"
+
+
 def _decide(
     record: dict[str, Any] | None,
     run_id: str,
@@ -214,7 +226,7 @@ def _decide(
             f"run {run_id!r} is being run now by process {record['owner'].get('pid')} "
             f"on {record['owner'].get('host')!r}; wait for it, or stop that process"
         )
-    waiting = status == "interrupted" and record.get("reason") == "interrupt"
+    waiting = waits_for_an_answer(record)
     if has_resume_value:
         if not waiting:
             raise RunConflictError(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import shlex
 import sys
 import time
 import traceback
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from . import __version__, _loader, _report, _report_html
-from ._records import default_store_path, open_store, owner_alive
+from ._records import default_store_path, open_store, owner_alive, waits_for_an_answer
 
 if TYPE_CHECKING:
     from ._store import Store
@@ -96,7 +97,8 @@ def _store(store_dir: str | None) -> Store:
 def _record(store: Store, run_id: str) -> dict[str, Any]:
     record = store.get_run(run_id)
     if record is None:
-        raise Fail(f"no run {run_id!r} in the store at {str(store.path)!r}; see `procflow runs`")
+        runs = f"procflow runs{_loader.store_flag(str(store.path))}"
+        raise Fail(f"no run {run_id!r} in the store at {str(store.path)!r}; see `{runs}`")
     return record
 
 
@@ -160,6 +162,15 @@ def resume(run_id: str, value_text: str | None, **opts: Any) -> int:
     value = _loader.json_arg(value_text, "--value") if value_text is not None else None
     store = _store(opts["store_dir"])
     record = _record(store, run_id)
+    if has_value and not waits_for_an_answer(record):
+        # Checked here too, so that the fix reads as a command line, not a Python call.
+        state = (
+            "already succeeded"
+            if record.get("status") == "succeeded"
+            else (f"is {_status_text(record)!r}, not waiting at an interrupt")
+        )
+        again = f"procflow resume {shlex.quote(run_id)}{_loader.store_flag(str(store.path))}"
+        raise Fail(f"run {run_id!r} {state}, so --value has nothing to answer; run `{again}`")
     target, cwd = record.get("target"), record.get("cwd")
     if not isinstance(target, str):
         raise Fail(f"run {run_id!r} has no import target in its record; it cannot be resumed")
@@ -179,6 +190,11 @@ def resume(run_id: str, value_text: str | None, **opts: Any) -> int:
         progress=opts["progress"],
     )
     return _finish(outcome, opts["debug"])
+
+
+def _count(n: int, noun: str) -> str:
+    """``1 run``, ``2 runs``."""
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 def _print(*items: Any) -> None:
@@ -230,7 +246,7 @@ def runs(as_json: bool, status: str | None, store_dir: str | None, debug: bool) 
         started, took = _report.fmt_time(r.get("started_at")), _report.fmt_seconds(r["duration"])
         table.add_row(r["run_id"], str(r.get("entrypoint")), _status_text(r), started, took, tasks)
     size = store.size_bytes() if store is not None else 0
-    _print(table, f"{len(rows)} runs · store {path} · {size / 1e6:.2f} MB")
+    _print(table, f"{_count(len(rows), 'run')} · store {path} · {size / 1e6:.2f} MB")
 
 
 @runs.command("rm")
@@ -312,7 +328,8 @@ def cache_clear(task: str | None, store_dir: str | None, debug: bool) -> None:
     """Remove cache entries (of every task, or of --task)."""
     path = _store_path(store_dir)
     removed = _store(store_dir).cache_clear(task) if os.path.isdir(path) else 0
-    click.echo(f"removed {removed} cache entries" + (f" of {task}" if task else ""))
+    entries = f"{removed} cache " + ("entry" if removed == 1 else "entries")
+    click.echo(f"removed {entries}" + (f" of {task}" if task else ""))
 
 
 def _duration(ctx: click.Context, param: click.Parameter, value: str) -> float:
@@ -351,7 +368,7 @@ def prune(older_than: float, status: str | None, dry_run: bool, **opts: Any) -> 
             store.delete_run(r["run_id"])
         removed += 1
         click.echo(f"{verb} {r['run_id']} ({r.get('status')})")
-    click.echo(f"{verb} {removed} runs")
+    click.echo(f"{verb} {_count(removed, 'run')}")
 
 
 @cli.command()

@@ -148,6 +148,18 @@ def test_interrupt_exits_3_and_resume_with_value(pf: Run, flows: Path) -> None:
     assert code == 0, err
     assert json_line(out) == {"x": 16, "answer": "yes"}
 
+    # Answered already: the fix is a command line, not a Python call.
+    code, out, err = pf("resume", "ask", "--value", '"again"')
+    assert code == 1 and out == ""
+    assert one_line(err) == (
+        "error: run 'ask' already succeeded, so --value has nothing to answer; "
+        "run `procflow resume ask`"
+    )
+    assert pf("run", "flows.py:fails", "--input", "5", "--run-id", "bad")[0] == 1
+    code, _, err = pf("resume", "bad", "--value", '"yes"')
+    assert code == 1
+    assert "run 'bad' is 'failed', not waiting at an interrupt, so --value" in one_line(err)
+
 
 @pytest.mark.parametrize(
     ("args", "code", "message"),
@@ -188,6 +200,18 @@ def test_debug_adds_the_traceback(pf: Run, flows: Path) -> None:
     assert err.rstrip().splitlines()[-1].startswith("error: RuntimeError: not fixed yet: 1")
 
 
+def test_an_unknown_run_in_another_store_names_that_store_in_the_hint(
+    pf: Run, tmp_path: Path
+) -> None:
+    other = tmp_path / "other store"
+    Store(other).close()
+    code, _, err = pf("resume", "nope", "--store", str(other))
+    assert code == 1
+    assert one_line(err).endswith(f"see `procflow runs --store '{other}'`")
+    code, out, _ = pf("runs", "--store", str(other))
+    assert code == 0 and out.splitlines()[-1].startswith("0 runs")
+
+
 def test_missing_store_is_reported(pf: Run, tmp_path: Path) -> None:
     code, out, err = pf("show", "x", "--store", str(tmp_path / "nowhere"))
     assert code == 1
@@ -213,7 +237,7 @@ def test_cache_stats_and_clear(pf: Run, flows: Path) -> None:
     code, out, _ = pf("cache", "clear", "--task", "flows.other")
     assert one_line(out) == "removed 0 cache entries of flows.other"
     code, out, _ = pf("cache", "clear")
-    assert one_line(out) == "removed 1 cache entries"
+    assert one_line(out) == "removed 1 cache entry"
     code, out, _ = pf("cache", "stats", "--json")
     assert json.loads(out)["entries"] == 0
 
@@ -240,7 +264,7 @@ def test_prune_removes_old_finished_runs_only(pf: Run, tmp_path: Path) -> None:
         _fake_run(store, "old-dead", "running", 3 * 86400, dead)
     code, out, err = pf("prune", "--older-than", "2d", "--status", "failed", "--dry-run")
     assert code == 0, err
-    assert out.splitlines() == ["would remove old-failed (failed)", "would remove 1 runs"]
+    assert out.splitlines() == ["would remove old-failed (failed)", "would remove 1 run"]
     code, out, err = pf("prune", "--older-than", "2d")
     assert code == 0, err
     assert out.splitlines()[-1] == "removed 3 runs"
