@@ -23,6 +23,7 @@ from ._entries import entry_text
 from ._events import Event
 from ._futures import TaskFuture
 from ._hits import answer_map_hits
+from ._worker import add_note
 
 if TYPE_CHECKING:
     from ._policies import CachePolicy, RetryPolicy
@@ -174,10 +175,15 @@ class Run:
                 break
         marked_kwargs = {k: mark_futures(v, deps) for k, v in kwargs.items()} if kwargs else {}
         lenient: frozenset[str] = frozenset()
-        if deps and task.annotated:
-            bound = task._bind(marked_args, marked_kwargs)
-            lenient = frozenset(n for n, v in bound.arguments.items() if has_marker(v))
-        args_plain, kwargs_plain = task.to_plain_args(marked_args, marked_kwargs, lenient)
+        try:
+            if deps and task.annotated:
+                bound = task._bind(marked_args, marked_kwargs)
+                lenient = frozenset(n for n, v in bound.arguments.items() if has_marker(v))
+            args_plain, kwargs_plain = task.to_plain_args(marked_args, marked_kwargs, lenient)
+        except (TypeError, ValueError) as exc:  # NotSerializableError is a TypeError
+            # The message names the task and the fix; the note adds the run.
+            add_note(exc, f"in {self.name_for_messages}: the call was refused, nothing ran")
+            raise
         canonical = _keys.canonical_json([args_plain, kwargs_plain])
         key = _keys.digest(task.name + "\x1f" + canonical)
         index = self.index

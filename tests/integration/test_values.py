@@ -60,6 +60,24 @@ def test_a_non_json_argument_fails_at_the_call_and_dispatches_nothing(tmp_path: 
     assert read_log(log) == []
 
 
+def test_an_argument_refused_at_the_call_names_the_run(tmp_path: Path) -> None:
+    """The message names the task and the value's path; a note adds the run."""
+    seen: list[BaseException] = []
+
+    @entrypoint(checkpointer=tmp_path / "store")
+    def main() -> None:
+        for bad_call in (lambda: ct.use_lock(threading.Lock()), lambda: ct.square()):
+            with pytest.raises((procflow.NotSerializableError, TypeError)) as info:
+                bad_call()
+            seen.append(info.value)
+
+    main.invoke(run_id="refused-args")
+    for exc in seen:
+        assert getattr(exc, "__notes__", []) == [
+            "in run 'refused-args': the call was refused, nothing ran"
+        ]
+
+
 def test_a_non_json_input_is_refused_before_anything_runs(tmp_path: Path) -> None:
     ran: list[Any] = []
 
