@@ -12,12 +12,12 @@ import functools
 import inspect
 import os
 import sys
-import types
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar, overload
 
 from . import _serde
 from ._context import current_call_var, find_run
+from ._filenames import FileNames, file_names, restore_file_names
 from ._futures import TaskFuture
 from ._policies import CachePolicy, RetryPolicy
 from .errors import OutsideRunError
@@ -84,6 +84,7 @@ class Task(Generic[P, R]):
         self._signature: inspect.Signature | None = None
         self._annotated: bool | None = None
         self._payload: bytes | None = None
+        self._file_names_found: FileNames | None = None
         self._param_codecs: dict[str, _serde.Codec] | None = None
         self._result_codec: _serde.Codec | None = None
         self._simple: tuple[list[_serde.Codec], int] | None = None
@@ -285,9 +286,16 @@ class Task(Generic[P, R]):
                 self.timeout,
                 self.max_concurrency,
                 self.executor,
-                getattr(getattr(self.fn, "__code__", None), "co_filename", None),
+                self._file_names(),
             ),
         )
+
+    def _file_names(self) -> FileNames | None:
+        """Where the functions that travel by value with this task were defined
+        (worker tracebacks name them: _filenames)."""
+        if self._file_names_found is None:
+            self._file_names_found = file_names(self.fn) or {}
+        return self._file_names_found
 
     def payload(self) -> bytes:
         """This task pickled once per process (cloudpickle), for shipping to workers."""
@@ -358,10 +366,10 @@ def _task_by_value(
     timeout: float | None,
     max_concurrency: int | None,
     executor: Executor | None,
-    filename: str | None = None,
+    file_names: FileNames | None = None,
 ) -> Task[Any, Any]:
-    if filename:
-        _restore_filename(fn, filename)
+    if file_names:
+        restore_file_names(fn, file_names)
     rebuilt: Task[Any, Any] = Task(
         fn,
         name=name,
@@ -372,47 +380,6 @@ def _task_by_value(
         executor=executor,
     )
     return rebuilt
-
-
-# What cloudpickle (3.1.2 and later) puts in the place of a by-value function's file
-# name, so that its payload does not depend on where the function was defined.
-_DYNAMIC_FILENAME = "<dynamic-code>"
-
-
-def _restore_filename(fn: Callable[..., Any], filename: str) -> None:
-    """Put back the file name of a task's function pickled by value (a script's, run as
-    ``__main__``) and of the script's functions and classes it uses, so that tracebacks
-    from workers name the file, line and source instead of ``<dynamic-code>``."""
-    seen: set[int] = set()
-
-    def restore(obj: Any) -> None:
-        if id(obj) in seen:
-            return
-        seen.add(id(obj))
-        if isinstance(obj, type):
-            for member in vars(obj).values():
-                restore(getattr(member, "__func__", member))  # methods, static and class
-            return
-        code = getattr(obj, "__code__", None)
-        if isinstance(code, types.CodeType) and code.co_filename == _DYNAMIC_FILENAME:
-            obj.__code__ = _with_filename(code, filename)
-            for value in getattr(obj, "__globals__", {}).values():
-                if getattr(value, "__module__", None) == obj.__module__:
-                    restore(value)
-
-    restore(inspect.unwrap(fn))
-
-
-def _with_filename(code: types.CodeType, filename: str) -> types.CodeType:
-    """``code`` and the code objects nested in it (inner functions, comprehensions and
-    lambdas), with their dynamic file name replaced by ``filename``."""
-    consts = tuple(
-        _with_filename(c, filename)
-        if isinstance(c, types.CodeType) and c.co_filename == _DYNAMIC_FILENAME
-        else c
-        for c in code.co_consts
-    )
-    return code.replace(co_filename=filename, co_consts=consts)
 
 
 @overload

@@ -117,12 +117,22 @@ def test_sys_exit_in_a_task_is_a_task_error_not_retried_and_the_driver_lives_on(
     assert interrupt_error.type_name == "KeyboardInterrupt"
 
 
-SCRIPT_WITH_FAILING_TASK = """
+SCRIPT_WITH_FAILING_TASKS = """
+import functools
+
 from procflow import entrypoint, task
 
 
+class Config:
+    def __getattr__(self, name):
+        raise KeyError(name)  # a lookup that raises something else than AttributeError
+
+
+CONFIG = Config()
+
+
 def helper(x: int) -> int:
-    if x == 3:
+    if x == 3 and CONFIG is not None:
         raise ValueError("three is not allowed")
     return x
 
@@ -132,40 +142,98 @@ class Box:
     def check(x: int) -> int:
         return helper(x)
 
+    def run(self, x: int) -> int:
+        return Box.check(x)
+
+    @classmethod
+    def crun(cls, x: int) -> int:
+        return cls.check(x)
+
+
+def logged(fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        return fn(*args, **kwargs)
+
+    return wrapper
+
+
+def plain_decorator(fn):
+    def inner(x):
+        return fn(x)
+
+    return inner
+
+
+exec(compile("def cell_helper(x):\\n    return helper(x)\\n", "/nonexistent/cell1.py", "exec"))
+
 
 @task
 def work(x: int) -> int:
     return [Box.check(v) for v in [x]][0]
 
 
+@task
+@logged
+def wrapped(x: int) -> int:
+    return helper(x)
+
+
+undecorated = task(name="undecorated")(plain_decorator(lambda x: helper(x)))
+bound = task(name="bound")(Box().run)
+from_a_class = task(name="crun")(Box.crun)
+via_cell = task(name="via_cell")(lambda x: cell_helper(x))
+
+
 @entrypoint(checkpointer=False, max_workers=1)
-def main(n: int) -> int:
-    return work(n).result(timeout=60)
+def main(n: int) -> list:
+    out = []
+    for t in (work, wrapped, undecorated, bound, from_a_class, via_cell):
+        try:
+            t(n).result(timeout=60)
+        except ValueError as exc:
+            out.append(str(exc.__cause__))
+    return out
 
 
 if __name__ == "__main__":
-    try:
-        main(3)
-    except ValueError as exc:
-        print(str(exc.__cause__))
+    print("\\n=====\\n".join(main(3)))
 """
 
 
-def test_a_scripts_task_failing_in_a_worker_names_the_scripts_file_and_lines(
+def test_a_scripts_tasks_failing_in_a_worker_name_the_scripts_file_and_lines(
     tmp_path: Path,
 ) -> None:
     """A task of a script run as ``python flow.py`` is pickled by value, and cloudpickle
     (3.1.2+) replaces its file name with ``<dynamic-code>``: the worker's traceback must
-    still name the file and show the source lines, through the script's helper
-    function, its class's method and the comprehension."""
+    still name the file and show the source lines, for a plain function (through a
+    comprehension, a static method and a helper), a ``functools.wraps`` wrapper, a
+    decorator's closure, a bound method and a class method; a helper compiled from
+    another file keeps that file's name. A global whose attribute lookup raises does
+    not stop the task from loading."""
     script = tmp_path / "flow.py"
-    script.write_text(SCRIPT_WITH_FAILING_TASK)
+    script.write_text(SCRIPT_WITH_FAILING_TASKS)
+    lines = SCRIPT_WITH_FAILING_TASKS.splitlines()
+
+    def frame(function: str, source: str) -> str:
+        """The traceback's lines for ``source`` in the script's ``def function``."""
+        start = next(i for i, line in enumerate(lines, 1) if f"def {function}(" in line)
+        number = next(i for i, line in enumerate(lines, 1) if i > start and line.strip() == source)
+        return f'File "{script}", line {number}, in {function}\n    {source}'
+
     code, out, err = run([str(script)], env_with(), cwd=tmp_path)
     assert code == 0, err
     assert "<dynamic-code>" not in out
-    for line, function, source in [
-        (19, "work", "return [Box.check(v) for v in [x]][0]"),
-        (14, "check", "return helper(x)"),
-        (7, "helper", 'raise ValueError("three is not allowed")'),
-    ]:
-        assert f'File "{script}", line {line}, in {function}\n    {source}' in out, out
+    tracebacks = out.split("=====")
+    assert len(tracebacks) == 6, out
+    work, wrapped, undecorated, bound, from_a_class, via_cell = tracebacks
+    helper = frame("helper", 'raise ValueError("three is not allowed")')
+    assert frame("work", "return [Box.check(v) for v in [x]][0]") in work
+    assert frame("check", "return helper(x)") in work and helper in work
+    assert frame("wrapper", "return fn(*args, **kwargs)") in wrapped
+    assert frame("wrapped", "return helper(x)") in wrapped and helper in wrapped
+    assert frame("inner", "return fn(x)") in undecorated and helper in undecorated
+    assert frame("run", "return Box.check(x)") in bound and helper in bound
+    assert frame("crun", "return cls.check(x)") in from_a_class and helper in from_a_class
+    assert 'File "/nonexistent/cell1.py", line 2, in cell_helper' in via_cell
+    assert helper in via_cell
