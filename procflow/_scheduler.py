@@ -97,9 +97,10 @@ class Scheduler(Dispatches, LocalCalls, PoolBreaks, GroupCommits):
     def post(self, *message: Any) -> None:
         with self._inbox_lock:
             self._inbox.append(message)
-            asleep = self._asleep
-        if asleep:
-            self._wake()
+            if self._asleep:
+                # Under the lock: once close_dead() has taken it, nothing writes to the
+                # pipe, whose descriptor a new pipe may then reuse at once.
+                self._wake()
 
     def post_quietly(self, *message: Any) -> None:
         """Post without waking the scheduler: handled at its next wake-up (within
@@ -124,6 +125,8 @@ class Scheduler(Dispatches, LocalCalls, PoolBreaks, GroupCommits):
         (nothing else uses them), so that replacing it leaks no descriptors."""
         if self._thread.is_alive():
             raise RuntimeError("close_dead() on a scheduler whose thread is running")
+        with self._inbox_lock:
+            self._asleep = False  # a post() from a run still holding it writes nothing
         self._selector.close()  # the channel stays open: the next scheduler watches it
         for fd in (self._wake_r, self._wake_w):
             with contextlib.suppress(OSError):

@@ -52,3 +52,24 @@ def test_get_scheduler_replaces_a_dead_one_and_closes_it(monkeypatch: pytest.Mon
     assert _scheduler.get_scheduler() is fresh and closed == [dead]  # a live one is kept
     with pytest.raises(RuntimeError, match="running"):
         close_dead(fresh)
+
+
+def test_a_post_to_a_closed_scheduler_writes_nowhere(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run may still hold the dead scheduler and post to it. Its descriptors may belong
+    to a new pipe by then (the lowest free numbers are reused at once): nothing may be
+    written to them."""
+    dead = dead_scheduler(monkeypatch)
+    dead._asleep = True  # it died asleep: a post would wake it through the pipe
+    written: list[int] = []
+    write = os.write
+
+    def spy(fd: int, data: bytes) -> int:
+        written.append(fd)
+        return write(fd, data)
+
+    monkeypatch.setattr(os, "write", spy)
+    dead.post("fn", lambda: None)  # before closing: it wakes the (dead) loop
+    assert written == [dead._wake_w]
+    dead.close_dead()
+    dead.post("fn", lambda: None)
+    assert written == [dead._wake_w]
