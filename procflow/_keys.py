@@ -19,7 +19,14 @@ import types
 import weakref
 from collections.abc import Callable
 
-__all__ = ["FUTURE_MARKER", "canonical_json", "code_fingerprint", "compact_encoder", "digest"]
+__all__ = [
+    "FUTURE_MARKER",
+    "canonical_json",
+    "closure_digest",
+    "code_fingerprint",
+    "compact_encoder",
+    "digest",
+]
 
 # A future passed as an argument stands for its producer's identity, written as
 # {FUTURE_MARKER: call_key}. The leading NUL keeps it apart from any key a real
@@ -142,6 +149,31 @@ def code_fingerprint(fn: Callable[..., object]) -> str:
     with contextlib.suppress(TypeError):  # not weak-referenceable: not cached
         _FN_CACHE[fn] = (code, defaults, kwdefaults, result)
     return result
+
+
+def closure_digest(fn: Callable[..., object]) -> str:
+    """A digest of what ``fn``'s closure cells hold: functions by their code fingerprint,
+    other values by their text (without addresses); empty without a closure. Two
+    functions made by one factory with other arguments differ here, not in their code
+    fingerprint. Computed only when two tasks share a name (a value's text may be long)."""
+    fn = inspect.unwrap(fn)
+    fn = getattr(fn, "__func__", fn)  # a bound or class method: its function
+    parts = []
+    for cell in getattr(fn, "__closure__", None) or ():
+        try:
+            value = cell.cell_contents
+        except ValueError:  # an empty cell
+            parts.append("<empty>")
+            continue
+        try:
+            parts.append(
+                code_fingerprint(value)
+                if isinstance(value, (types.FunctionType, functools.partial))
+                else _const_repr(value)
+            )
+        except Exception:  # a repr that fails: equal only to itself
+            parts.append(f"<{type(value).__name__} at {id(value)}>")
+    return digest("\n".join(parts)) if parts else ""
 
 
 def _code_digest(code: types.CodeType) -> str:

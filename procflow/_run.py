@@ -9,6 +9,7 @@ second); every other call goes to the scheduler.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import random
 import threading
 import warnings
@@ -51,7 +52,7 @@ def _user_stacklevel() -> int:
 
 def _defined_at(fn: Callable[..., Any]) -> str:
     """Where a task's function was defined, for messages."""
-    code = getattr(fn, "__code__", None)
+    code = getattr(inspect.unwrap(fn), "__code__", None)
     if code is None:
         return repr(fn)
     return f"{code.co_filename}, line {code.co_firstlineno}"
@@ -110,6 +111,7 @@ class Run:
         self.call_seconds: dict[str, float] = {}
         self._counts: dict[str, int] = {}
         self._task_named: dict[str, Task[Any, Any]] = {}  # the first task called per name
+        self._same_task: dict[int, Task[Any, Any]] = {}  # others found to be the same
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._outstanding = 0
@@ -165,7 +167,10 @@ class Run:
         self, task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> tuple[TaskFuture[Any], Call | None]:
         """Validate a call and give it its id and future; no Call when it replays."""
-        if self._task_named.get(task.name) is not task:
+        if (
+            self._task_named.get(task.name) is not task
+            and self._same_task.get(id(task)) is not task
+        ):
             self._claim_name(task)
         deps: list[TaskFuture[Any]] = []
         marked_args = args
@@ -227,20 +232,28 @@ class Run:
 
     def _claim_name(self, task: Task[Any, Any]) -> None:
         """The first task called under a name in this run keeps it; another function
-        with other code may not share it. Call ids come from the task's name and its
-        arguments, so on resume each would replay the other's checkpoints (and warn
-        that its code changed). The same code under one name (a script's module
-        imported a second time, say) is the same task as far as checkpoints go."""
+        with other code, or whose closure holds other values (one factory's tasks), may
+        not share it. Call ids come from the task's name and its arguments, so on resume
+        each would replay the other's checkpoints (and warn that its code changed). The
+        same code under one name (a script's module imported a second time, say) is the
+        same task as far as checkpoints go."""
         with self._lock:
             known = self._task_named.setdefault(task.name, task)
-        if known is task or known.fingerprint == task.fingerprint:
+        if known is task:
             return
+        if known.fingerprint == task.fingerprint and _keys.closure_digest(
+            known.fn
+        ) == _keys.closure_digest(task.fn):
+            with self._lock:
+                self._same_task[id(task)] = task  # held: its id is not reused meanwhile
+            return
+        lambdas = " (every lambda of a module has the name '<module>.<lambda>')"
         raise ValueError(
             f"task {task.name!r}: {self.name_for_messages} already called another "
             f"function under this name ({_defined_at(known.fn)}); this one "
-            f"({_defined_at(task.fn)}) has other code, and each would replay the other's "
-            "checkpoints. Give each task its own name: @task(name=...) (every lambda of "
-            "a module has the name '<module>.<lambda>')"
+            f"({_defined_at(task.fn)}) has other code or other values in its closure, and "
+            "each would replay the other's checkpoints. Give each task its own name: "
+            "@task(name=...)" + (lambdas if "<lambda>" in task.name else "")
         )
 
     def load_index(self, entries: list[dict[str, Any]]) -> None:

@@ -161,8 +161,39 @@ def test_two_functions_under_one_task_name_in_a_run_are_refused(tmp_path: Path) 
     def named_twice(n: int) -> list[int]:
         return [named(n).result(timeout=T), renamed(n).result(timeout=T)]
 
-    with pytest.raises(ValueError, match="task 'same'"):
+    with pytest.raises(ValueError, match="task 'same'") as caught:
         named_twice.invoke(3)
+    assert "<lambda>" not in str(caught.value)  # the lambda remark is for lambdas' names
+
+
+def make_scaler(factor: int) -> Any:
+    def scale(x: int) -> int:
+        return x * factor
+
+    return scale
+
+
+def test_one_factorys_tasks_with_other_closures_share_no_name(tmp_path: Path) -> None:
+    """Functions made by one factory have the same code and name; what their closures
+    hold tells them apart (make_scaler(2) and make_scaler(3) would otherwise replay each
+    other's results). The same closure values make the same task."""
+    double = procflow.task(make_scaler(2), executor="inline")
+    triple = procflow.task(make_scaler(3), executor="inline")
+    double_again = procflow.task(make_scaler(2), executor="inline")
+    assert double.name == triple.name == double_again.name
+
+    @entrypoint(checkpointer=False)
+    def same(n: int) -> list[int]:
+        return [double(n).result(timeout=T), double_again(n + 1).result(timeout=T)]
+
+    assert same.invoke(5) == [10, 12]
+
+    @entrypoint(checkpointer=False)
+    def other(n: int) -> list[int]:
+        return [double(n).result(timeout=T), triple(n).result(timeout=T)]
+
+    with pytest.raises(ValueError, match="other values in its closure"):
+        other.invoke(5)
 
 
 def test_the_same_code_under_one_task_name_is_one_task(tmp_path: Path) -> None:
