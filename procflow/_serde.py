@@ -133,26 +133,31 @@ def _conv_other(v: Any, t: type, depth: int) -> object:
         is_array = any(c.__name__ == "ndarray" and c.__module__ == "numpy" for c in t.__mro__)
         if not is_array and hasattr(v, "item"):
             return _conv(v.item(), depth)  # item() may give a datetime etc.: checked again
+    raise _Refused(f"{name} is not JSON-serializable{_refusal_hint(v, t, mod)}")
+
+
+def _refusal_hint(v: object, t: type, mod: str) -> str:
+    """What to do with a value the plain rules refuse."""
     hint = _conversion_hint(v)
     if hint:
-        pass
-    elif (
+        return hint
+    if (
         hasattr(t, "__dataclass_fields__")
         or hasattr(t, "__pydantic_fields__")
         or isinstance(v, enum.Enum)
         or mod in _MODULES_FOR_ANNOTATION
     ):
-        hint = _TYPE_HINT
-    elif hasattr(v, "__dict__") and mod.partition(".")[0] not in sys.stdlib_module_names:
-        hint = _OBJECT_HINT  # an instance of the user's own class (not a lock, a file...)
-    else:
-        hint = ""
-    raise _Refused(f"{name} is not JSON-serializable{hint}")
+        return _TYPE_HINT
+    if mod.partition(".")[0] not in sys.stdlib_module_names:
+        # A library's object or the user's own; not a lock, a file or a socket, which
+        # are no data at all.
+        return _OBJECT_HINT
+    return ""
 
 
 _OBJECT_HINT: Final = (
-    "; convert it to JSON values (dict, list, str, numbers), or make its class a dataclass "
-    "or a pydantic model and annotate with it"
+    "; convert it to JSON values (dict, list, str, numbers), or, if it is your own class, "
+    "make it a dataclass or a pydantic model and annotate with it"
 )
 
 

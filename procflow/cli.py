@@ -162,7 +162,8 @@ def resume(run_id: str, value_text: str | None, **opts: Any) -> int:
     value = _loader.json_arg(value_text, "--value") if value_text is not None else None
     store = _store(opts["store_dir"])
     record = _record(store, run_id)
-    if has_value and not waits_for_an_answer(record):
+    live = record.get("status") == "running" and owner_alive(record.get("owner"))
+    if has_value and not live and not waits_for_an_answer(record):
         # Checked here too, so that the fix reads as a command line, not a Python call.
         state = (
             "already succeeded"

@@ -15,7 +15,7 @@ import pytest
 from cli_support import Run, json_line, one_line
 from support import env_with, finish, kill_group, start, wait_for
 
-from procflow import Store
+from procflow import Store, _records
 
 MAIN_3 = 4 + 9 + (0 + 1 + 4) + 2 + 3  # add(square 2, square 3) + squares below 3 + cached + flaky
 
@@ -198,6 +198,20 @@ def test_debug_adds_the_traceback(pf: Run, flows: Path) -> None:
     assert code == 1
     assert "Traceback (most recent call last)" in err
     assert err.rstrip().splitlines()[-1].startswith("error: RuntimeError: not fixed yet: 1")
+
+
+def test_resume_value_on_a_run_being_run_now_says_so(pf: Run, flows: Path) -> None:
+    """A run whose owner is alive (this test's process) is not "not waiting at an
+    interrupt": the message says who is running it."""
+    assert pf("run", "flows.py:asks", "--input", "4", "--run-id", "live")[0] == 3
+    with _store(flows) as store:
+        record = store.get_run("live")
+        assert record is not None
+        record.update(status="running", owner=_records._owner())
+        store.put_run(record)
+    code, _, err = pf("resume", "live", "--value", '"yes"')
+    assert code == 1
+    assert f"is being run now by process {os.getpid()}" in one_line(err)
 
 
 def test_an_unknown_run_in_another_store_names_that_store_in_the_hint(

@@ -102,8 +102,8 @@ class Opaque:
 
 # What a refusal of an instance of the user's own class suggests.
 OBJECT_HINT = (
-    "; convert it to JSON values (dict, list, str, numbers), or make its class a dataclass "
-    "or a pydantic model and annotate with it"
+    "; convert it to JSON values (dict, list, str, numbers), or, if it is your own class, "
+    "make it a dataclass or a pydantic model and annotate with it"
 )
 
 
