@@ -70,6 +70,10 @@ class TaskFuture(cf.Future[T], Generic[T]):
     calls receive as their argument (set by the scheduler before resolution).
     """
 
+    # The run whose event loop this call needs (an async task, or a call with such an
+    # input), set when the call is made: waiting for it on that loop would wait forever.
+    on_loop_of: Any = None
+
     def __init__(self, task_name: str = "", call_id: str = "") -> None:
         # What cf.Future.__init__ sets (the same on 3.10 to 3.13), except its Condition,
         # made on first use (``_condition``): most futures are done before anyone waits
@@ -165,6 +169,7 @@ class TaskFuture(cf.Future[T], Generic[T]):
         self.observed = True
         if self._state == _FINISHED and self._exception is None:
             return self._result  # type: ignore[no-any-return]
+        self.refuse_wait_on_its_loop("result()", timeout)
         try:
             return super().result(timeout)
         except cf.TimeoutError as exc:
@@ -176,10 +181,30 @@ class TaskFuture(cf.Future[T], Generic[T]):
         self.observed = True
         if self._state == _FINISHED:
             return self._exception
+        self.refuse_wait_on_its_loop("exception()", timeout)
         try:
             return super().exception(timeout)
         except cf.TimeoutError:  # only ever the wait's own timeout here
             raise _wait_timeout(self, timeout) from None
+
+    def refuse_wait_on_its_loop(self, how: str, timeout: float | None) -> None:
+        """Raise if waiting for this unfinished call would block the event loop it needs
+        (a blocking wait in an async entrypoint on an async task's future): a clear
+        error at once instead of a run that hangs, Ctrl-C included."""
+        run = self.on_loop_of
+        if run is None or self._state not in _UNRESOLVED or timeout == 0:  # 0: a poll
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:  # not on an event loop: waiting is fine
+            return
+        if running is run.async_loop:
+            raise RuntimeError(
+                f"{how} waits for task {self.task_name!r} (call {self.call_id[:16]}) on the "
+                "event loop that must run it (it is an async task, or one of its inputs "
+                "is): the loop cannot run while this waits, so it would wait forever. In "
+                "an async entrypoint, use `await fut` or `await gather(...)`"
+            )
 
     def __await__(self) -> Generator[Any, None, T]:
         self.observed = True
@@ -200,6 +225,7 @@ def wait(
     futures = list(futures)
     for fut in futures:
         if isinstance(fut, TaskFuture):
+            fut.refuse_wait_on_its_loop("wait()", timeout)
             fut.observed = True
     return cf.wait(futures, timeout=timeout, return_when=return_when)
 
@@ -211,6 +237,7 @@ def as_completed(
     futures = list(futures)
     for fut in futures:
         if isinstance(fut, TaskFuture):
+            fut.refuse_wait_on_its_loop("as_completed()", timeout)
             fut.observed = True
     done = cf.as_completed(futures, timeout=timeout)
     while True:

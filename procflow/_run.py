@@ -201,6 +201,8 @@ class Run:
             if entry is None:
                 self._outstanding += 1
         future: TaskFuture[Any] = TaskFuture(task.name, call_id)
+        if task.is_async or (deps and any(d.on_loop_of is not None for d in deps)):
+            future.on_loop_of = self  # runs on, or waits for, this run's event loop
 
         if entry is not None:
             self.matched.add(call_id)
@@ -389,6 +391,11 @@ class Run:
             )
             thread.start()
             self._loop, self._loop_thread = loop, thread
+        return self._loop
+
+    @property
+    def async_loop(self) -> asyncio.AbstractEventLoop | None:
+        """The loop async tasks run on, once there is one."""
         return self._loop
 
     def use_loop(self, loop: asyncio.AbstractEventLoop) -> None:

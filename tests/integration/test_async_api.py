@@ -10,6 +10,7 @@ from typing import Any
 import core_tasks as ct
 import pytest
 from core_tasks import read_log
+from support import env_with, run
 
 import procflow
 from procflow import Event, entrypoint
@@ -113,3 +114,64 @@ def test_invoke_inside_a_running_event_loop(tmp_path: Path, body: str) -> None:
 
     assert asyncio.run(notebook_cell()) == [13 + 6, 13 + 1]
     assert len(read_log(log)) == 4 + 2
+
+
+BLOCKING_WAITS_IN_AN_ASYNC_BODY = """
+import asyncio
+
+from procflow import as_completed, entrypoint, task, wait
+
+
+@task
+async def fetch(x: int) -> int:
+    await asyncio.sleep(0.05)
+    return x + 100
+
+
+@task
+def double(x: int) -> int:
+    return 2 * x
+
+
+@entrypoint(checkpointer=False, max_workers=1)
+async def main() -> list:
+    out = []
+    direct = fetch(1)
+    dependent = double(fetch(2))  # a process task waiting for an async input
+    attempts = [
+        ("result", lambda: direct.result(timeout=20)),
+        ("exception", lambda: direct.exception(timeout=20)),
+        ("wait", lambda: wait([direct], timeout=20)),
+        ("as_completed", lambda: list(as_completed([direct], timeout=20))),
+        ("dependent", lambda: dependent.result(timeout=20)),
+        ("process", lambda: double(3).result(timeout=20)),
+    ]
+    for how, attempt in attempts:
+        try:
+            attempt()
+            out.append(how + ": waited")
+        except RuntimeError as exc:
+            out.append(how + ": " + str(exc))
+    out.append("awaited: " + str(await direct) + " " + str(await dependent))
+    return out
+
+
+print("\\n".join(main.invoke()))
+"""
+
+
+def test_a_blocking_wait_on_the_loop_an_async_task_needs_fails_at_once(tmp_path: Path) -> None:
+    """In an async entrypoint, async tasks run on the body's own loop: a blocking
+    result(), exception(), wait() or as_completed() there on such a call (or on a call
+    waiting for one) could never return, and took Ctrl-C with it. Each raises at once;
+    blocking on a process call there still waits, and awaiting works."""
+    script = tmp_path / "flow.py"
+    script.write_text(BLOCKING_WAITS_IN_AN_ASYNC_BODY)
+    code, out, err = run([str(script)], env_with(), timeout=60, cwd=tmp_path)
+    assert code == 0, err
+    lines = out.splitlines()
+    for how in ("result", "exception", "wait", "as_completed", "dependent"):
+        [line] = [line for line in lines if line.startswith(how + ": ")]
+        assert "on the event loop that must run it" in line and "await fut" in line, line
+    assert "process: waited" in lines
+    assert lines[-1] == "awaited: 101 204"
