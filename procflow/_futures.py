@@ -253,30 +253,46 @@ def as_completed(
 
 
 def gather(*futures: cf.Future[Any]) -> TaskFuture[list[Any]]:
-    """One future of the list of results, failing with the first failure (in call order)."""
+    """One future of the list of results, failing with the first failure (in call order).
+    Cancelling it cancels the calls that have not started, as ``asyncio.gather`` does."""
     combined: TaskFuture[list[Any]] = TaskFuture("gather", "")
     if not futures:
         combined.set_result([])
         return combined
     remaining = [len(futures)]
 
+    def settle(exc: BaseException | None, value: Any = None) -> None:
+        try:
+            if exc is not None:
+                combined.set_exception(exc)
+            else:
+                combined.set_result(value)
+        except cf.InvalidStateError:  # cancelled meanwhile: nobody wants the list
+            pass
+
     def on_done(_: cf.Future[Any]) -> None:
         # Callbacks may run in several threads at once: count under the future's lock.
         with combined._condition:
             remaining[0] -= 1
             last = remaining[0] == 0
-        if not last:
+        if not last or combined.done():
             return
         for fut in futures:
             if fut.cancelled():
-                combined.set_exception(cf.CancelledError(f"{fut!r} was cancelled"))
+                settle(cf.CancelledError(f"{fut!r} was cancelled"))
                 return
             exc = fut.exception()
             if exc is not None:
-                combined.set_exception(exc)
+                settle(exc)
                 return
-        combined.set_result([fut.result() for fut in futures])
+        settle(None, [fut.result() for fut in futures])
+
+    def on_combined_done(_: cf.Future[Any]) -> None:
+        if combined.cancelled():
+            for fut in futures:
+                fut.cancel()
 
     for fut in futures:
         fut.add_done_callback(on_done)
+    combined.add_done_callback(on_combined_done)
     return combined

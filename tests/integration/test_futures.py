@@ -209,6 +209,34 @@ def test_gather_result_order_and_failure() -> None:
     assert main.invoke() == [[0, 1, 4, 9, 16], []]
 
 
+def test_cancelling_a_gather_cancels_the_calls_not_started(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """As asyncio.gather: cancelling the combined future cancels the calls that have not
+    started; the running one finishes, and its end no longer tries to resolve the
+    cancelled future (which logged an InvalidStateError from a done-callback)."""
+    d = str(tmp_path)
+    seen: list[Any] = []
+
+    @entrypoint(checkpointer=False, max_workers=1)
+    def main() -> None:
+        running = ct.gated(d, "a", 1)
+        queued = [ct.gated(d, name, 2) for name in ("b", "c", "d")]
+        combined = procflow.gather(running, *queued)
+        assert wait_for_file(tmp_path / "started-a")
+        assert combined.cancel()
+        touch(tmp_path / "gate-a")
+        seen.append(running.result(timeout=T))
+        seen.append([f.cancelled() for f in queued])
+        seen.append(combined.cancelled())
+
+    with caplog.at_level("ERROR", logger="concurrent.futures"):
+        main.invoke()
+    assert seen == [1, [True, True, True], True]
+    assert not [r for r in caplog.records if "exception calling callback" in r.getMessage()]
+    assert not (tmp_path / "started-b").exists()
+
+
 @procflow.task(executor="inline")
 def raises_timeout_error() -> int:
     raise TimeoutError("the task's own")
