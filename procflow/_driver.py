@@ -13,7 +13,7 @@ import contextlib
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
@@ -260,11 +260,12 @@ class _RunDriver(Generic[R]):
         from ._pool import shutdown_all
 
         run = self.run
-        run.stopping = True
-        run.cancel_pending()
-        shutdown_all(kill=True)
-        run.wait_idle(timeout=10)
-        self._record("interrupted", reason="signal")
+        with _signals_ignored():
+            run.stopping = True
+            run.cancel_pending()
+            shutdown_all(kill=True)
+            run.wait_idle(timeout=10)
+            self._record("interrupted", reason="signal")
         if isinstance(stop, _Terminated):
             raise SystemExit(143) from None
         raise stop
@@ -303,6 +304,25 @@ def _usable_cores() -> int:
 
 def _error_dict(exc: BaseException) -> dict[str, Any]:
     return {"type": type(exc).__qualname__, "message": str(exc)[:2000]}
+
+
+@contextlib.contextmanager
+def _signals_ignored() -> Iterator[None]:
+    """Ctrl-C and SIGTERM ignored while a stop is under way: a second one (an impatient
+    user; ``timeout -s INT`` signals the process and its group, so it may arrive twice)
+    would cut the stop short before the run is recorded interrupted. Main thread only,
+    where Python delivers signals."""
+    saved: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(ValueError, OSError):  # not the main interpreter
+                saved[sig] = signal.signal(sig, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        for signum, handler in saved.items():
+            if handler is not None:  # None: installed outside Python, cannot be restored
+                signal.signal(signum, handler)
 
 
 def _install_sigterm() -> Callable[[], None]:

@@ -66,10 +66,10 @@ def _worker_pids(markers: Path) -> list[int]:
     return [int((markers / f"{x}.started").read_text()) for x in (0, 1)]
 
 
-def _start_long(tmp_path: Path) -> tuple[object, Path, dict[str, str]]:
+def _start_long(tmp_path: Path, **extra_env: str) -> tuple[object, Path, dict[str, str]]:
     markers = tmp_path / "markers"
     markers.mkdir()
-    env = env_with(MARKERS=str(markers))
+    env = env_with(MARKERS=str(markers), **extra_env)
     proc = start([str(SCRIPTS / "long_task.py"), str(tmp_path / "store"), "long"], env)
     wait_for(
         lambda: all((markers / f"{x}.started").exists() for x in (0, 1)),
@@ -96,13 +96,18 @@ def test_workers_die_within_two_seconds_of_a_driver_sigkill(tmp_path: Path) -> N
 
 
 @pytest.mark.parametrize(
-    ("how", "expected_code"),
-    [("sigint-group", 130), ("sigterm-driver", 143)],
+    ("how", "second", "expected_code"),
+    [
+        ("sigint-group", "", 130),
+        ("sigterm-driver", "", 143),
+        ("sigint-group", "INT", 130),  # a second Ctrl-C while the run stops
+        ("sigterm-driver", "TERM", 143),
+    ],
 )
 def test_ctrl_c_and_sigterm_record_interrupted_and_resume(
-    tmp_path: Path, how: str, expected_code: int
+    tmp_path: Path, how: str, second: str, expected_code: int
 ) -> None:
-    proc, markers, env = _start_long(tmp_path)
+    proc, markers, env = _start_long(tmp_path, SECOND_SIGNAL=second)
     pids = _worker_pids(markers)
     if how == "sigint-group":
         os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does

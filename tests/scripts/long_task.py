@@ -2,7 +2,9 @@
 
 Usage: long_task.py STORE RUN_ID. Prints "PIDS <worker pids>" once both calls run (each
 call writes $MARKERS/<x>.started with its pid), then waits. A resumed run (with
-$FAST set) finishes at once.
+$FAST set) finishes at once. With $SECOND_SIGNAL set to INT or TERM, the driver sends
+itself that signal while it stops after the first one (from inside the stop's wait
+for its calls): an impatient second Ctrl-C, at a point fixed by code.
 """
 
 from __future__ import annotations
@@ -13,7 +15,21 @@ import sys
 import time
 from pathlib import Path
 
-from procflow import entrypoint, task
+from procflow import _run, entrypoint, task
+
+if os.environ.get("SECOND_SIGNAL"):
+    import signal
+
+    wait_idle = _run.Run.wait_idle
+
+    def wait_idle_signalled(self: _run.Run, timeout: float | None = None) -> bool:
+        if self.stopping:  # inside the stop after the first signal
+            second = getattr(signal, "SIG" + os.environ.pop("SECOND_SIGNAL", ""), None)
+            if second is not None:  # once
+                os.kill(os.getpid(), second)
+        return wait_idle(self, timeout)
+
+    _run.Run.wait_idle = wait_idle_signalled  # type: ignore[method-assign]
 
 
 @task
