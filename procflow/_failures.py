@@ -69,7 +69,6 @@ def crash_error(
 
 
 def timeout_error(call: Call) -> BaseException:
-
     what = {
         "process": "its worker was stopped",
         "async": "it was cancelled",
