@@ -48,6 +48,7 @@ __all__ = [
     "fmt_seconds",
     "fmt_time",
     "merge_calls",
+    "short_call",
     "parse_duration",
     "peak_concurrency",
     "record_fields",
@@ -337,7 +338,8 @@ def call_row(c: Call) -> tuple[str, ...]:
     error = (c.attempts[-1].get("error") if c.attempts else None) or ""
     pid = str(c.pid) if c.pid is not None else "-"
     attempts = str(len(c.attempts))
-    return (c.task, c.call[:8], call_status(c), attempts, fmt_seconds(c.duration), pid, error[:80])
+    duration = fmt_seconds(c.duration)
+    return (c.task, short_call(c.call), call_status(c), attempts, duration, pid, error[:80])
 
 
 def _tail(text: str, lines: int) -> str:
@@ -419,8 +421,11 @@ def _ratio(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}x"
 
 
-def _short(call: str) -> str:
-    return call[:8]
+def short_call(call: str) -> str:
+    """A call id for tables: its first 8 characters and its order suffix, if any, since
+    identical calls of a run share the rest (``bddaa6a7.1``)."""
+    digest, dot, nth = call.partition(".")
+    return digest[:8] + dot + nth
 
 
 def _task_rows(a: Analysis) -> list[tuple[str, int, int, float, float]]:
@@ -462,7 +467,7 @@ def render_text(a: Analysis) -> str:
     if a.path:
         lines.append(f"critical path ({len(a.path)} calls, {fmt_seconds(a.span)}):")
         for c in a.path[:20]:
-            lines.append(f"  {fmt_seconds(c.duration):>8}  {c.task}  call {_short(c.call)}")
+            lines.append(f"  {fmt_seconds(c.duration):>8}  {c.task}  call {short_call(c.call)}")
         if len(a.path) > 20:
             lines.append(f"  ... {len(a.path) - 20} more")
     rows = _task_rows(a)

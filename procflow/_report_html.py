@@ -12,11 +12,11 @@ from ._report import (
     OUTCOMES,
     Analysis,
     _figures,
-    _short,
     _task_rows,
     failure_text,
     fmt_seconds,
     fmt_time,
+    short_call,
 )
 
 __all__ = ["render_html"]
@@ -99,7 +99,7 @@ def _svg(a: Analysis, width: int = 1100) -> str:
         for b in (b for b in a.bars if b.lane == lane):
             x0, x1 = x(b.start), x(b.end)
             title = (
-                f"{b.task} · call {_short(b.call)} · attempt {b.attempt} · {b.outcome} · "
+                f"{b.task} · call {short_call(b.call)} · attempt {b.attempt} · {b.outcome} · "
                 f"{fmt_seconds(b.end - b.start) if b.start_known else 'start unknown'}"
             )
             if b.error:
@@ -128,7 +128,7 @@ def render_html(a: Analysis) -> str:
     )
     path = "".join(
         f"<tr><td class=num>{fmt_seconds(c.duration)}</td><td>{_e(c.task)}</td>"
-        f"<td class=muted>{_short(c.call)}</td></tr>"
+        f"<td class=muted>{short_call(c.call)}</td></tr>"
         for c in a.path[:200]
     )
     tasks = "".join(
@@ -137,7 +137,7 @@ def render_html(a: Analysis) -> str:
         for t, n, f, tot, mx in _task_rows(a)
     )
     failures = "".join(
-        f"<h3>{_e(c.task)} <span class=muted>call {_short(c.call)}</span></h3>"
+        f"<h3>{_e(c.task)} <span class=muted>call {short_call(c.call)}</span></h3>"
         f"<pre>{_e(failure_text(c))}</pre>"
         for c in [c for c in a.calls if c.status == "error"][:50]
     )

@@ -304,3 +304,12 @@ def test_fmt_seconds() -> None:
         "3h01m",
         "2d00h",
     ]
+
+
+def test_short_call_ids_keep_the_order_suffix_of_identical_calls() -> None:
+    """Identical calls of a run share their digest; tables would show them as one call
+    twice without the suffix."""
+    digest = "bddaa6a7f00c1e23"
+    assert _report.short_call(digest) == "bddaa6a7"
+    assert _report.short_call(digest + ".1") == "bddaa6a7.1"
+    assert _report.short_call(digest + ".12") == "bddaa6a7.12"
