@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from ._store import Store
 
 __all__ = [
+    "being_run_now",
     "claim_run",
     "default_store_path",
     "new_run_id",
@@ -164,6 +165,12 @@ def claim_run(
     return record, finished
 
 
+def being_run_now(record: dict[str, Any]) -> bool:
+    """Whether the run is ``running`` and the process that owns it is alive (a ``running``
+    record whose owner died is a run to take over)."""
+    return record.get("status") == "running" and owner_alive(record.get("owner"))
+
+
 def waits_for_an_answer(record: dict[str, Any]) -> bool:
     """Whether the run stopped at an ``interrupt()``, so that a resume value answers it."""
     return record.get("status") == "interrupted" and record.get("reason") == "interrupt"
@@ -221,7 +228,7 @@ def _decide(
                 "answer; invoke it without a Command to get its result"
             )
         return record
-    if status == "running" and owner_alive(record.get("owner")):
+    if being_run_now(record):
         raise RunConflictError(
             f"run {run_id!r} is being run now by process {record['owner'].get('pid')} "
             f"on {record['owner'].get('host')!r}; wait for it, or stop that process"

@@ -21,7 +21,13 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from . import __version__, _loader, _report, _report_html
-from ._records import default_store_path, open_store, owner_alive, waits_for_an_answer
+from ._records import (
+    being_run_now,
+    default_store_path,
+    open_store,
+    owner_alive,
+    waits_for_an_answer,
+)
 
 if TYPE_CHECKING:
     from ._store import Store
@@ -162,8 +168,7 @@ def resume(run_id: str, value_text: str | None, **opts: Any) -> int:
     value = _loader.json_arg(value_text, "--value") if value_text is not None else None
     store = _store(opts["store_dir"])
     record = _record(store, run_id)
-    live = record.get("status") == "running" and owner_alive(record.get("owner"))
-    if has_value and not live and not waits_for_an_answer(record):
+    if has_value and not being_run_now(record) and not waits_for_an_answer(record):
         # Checked here too, so that the fix reads as a command line, not a Python call.
         state = (
             "already succeeded"
@@ -211,7 +216,7 @@ def _print(*items: Any) -> None:
 
 def _status_text(record: dict[str, Any]) -> str:
     status = str(record.get("status"))
-    if status == "running" and not owner_alive(record.get("owner")):
+    if status == "running" and not being_run_now(record):
         return "running (died)"
     if status == "interrupted":
         reason = record.get("reason")
@@ -257,7 +262,7 @@ def runs_rm(run_id: str, store_dir: str | None, debug: bool) -> None:
     """Delete a run's record and checkpoints."""
     store = _store(store_dir)
     record = _record(store, run_id)
-    if record.get("status") == "running" and owner_alive(record.get("owner")):
+    if being_run_now(record):
         pid = record["owner"].get("pid")
         raise Fail(f"run {run_id!r} is running now (pid {pid}); stop it first")
     store.delete_run(run_id)
@@ -360,7 +365,7 @@ def prune(older_than: float, status: str | None, dry_run: bool, **opts: Any) -> 
     for r in store.list_runs() if store is not None else []:
         if store is None or (status is not None and r.get("status") != status):
             continue
-        if r.get("status") == "running" and owner_alive(r.get("owner")):
+        if being_run_now(r):
             continue  # a live run is never pruned
         when = r.get("ended_at") or r.get("started_at")  # a dead running run: its start
         if not isinstance(when, (int, float)) or when >= cutoff:
