@@ -48,11 +48,11 @@ __all__ = [
     "fmt_seconds",
     "fmt_time",
     "merge_calls",
-    "short_call",
     "parse_duration",
     "peak_concurrency",
     "record_fields",
     "render_text",
+    "short_call",
     "summarize_run",
 ]
 

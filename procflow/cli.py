@@ -198,9 +198,9 @@ def resume(run_id: str, value_text: str | None, **opts: Any) -> int:
     return _finish(outcome, opts["debug"])
 
 
-def _count(n: int, noun: str) -> str:
-    """``1 run``, ``2 runs``."""
-    return f"{n} {noun}" + ("" if n == 1 else "s")
+def _count(n: int, noun: str, plural: str | None = None) -> str:
+    """``1 run``, ``2 runs``; ``plural`` where adding an s is wrong."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
 
 
 def _print(*items: Any) -> None:
@@ -334,7 +334,7 @@ def cache_clear(task: str | None, store_dir: str | None, debug: bool) -> None:
     """Remove cache entries (of every task, or of --task)."""
     path = _store_path(store_dir)
     removed = _store(store_dir).cache_clear(task) if os.path.isdir(path) else 0
-    entries = f"{removed} cache " + ("entry" if removed == 1 else "entries")
+    entries = _count(removed, "cache entry", "cache entries")
     click.echo(f"removed {entries}" + (f" of {task}" if task else ""))
 
 
