@@ -111,7 +111,8 @@ class Run:
         self.call_seconds: dict[str, float] = {}
         self._counts: dict[str, int] = {}
         self._task_named: dict[str, Task[Any, Any]] = {}  # the first task called per name
-        self._same_task: dict[int, Task[Any, Any]] = {}  # others found to be the same
+        # id -> every task object allowed its name (held: an id is not reused meanwhile)
+        self._named_ok: dict[int, Task[Any, Any]] = {}
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._outstanding = 0
@@ -167,10 +168,7 @@ class Run:
         self, task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> tuple[TaskFuture[Any], Call | None]:
         """Validate a call and give it its id and future; no Call when it replays."""
-        if (
-            self._task_named.get(task.name) is not task
-            and self._same_task.get(id(task)) is not task
-        ):
+        if self._named_ok.get(id(task)) is not task:
             self._claim_name(task)
         deps: list[TaskFuture[Any]] = []
         marked_args = args
@@ -241,13 +239,12 @@ class Run:
         same task as far as checkpoints go."""
         with self._lock:
             known = self._task_named.setdefault(task.name, task)
-        if known is task:
-            return
-        if known.fingerprint == task.fingerprint and _keys.closure_digest(
-            known.fn
-        ) == _keys.closure_digest(task.fn):
+        if known is task or (
+            known.fingerprint == task.fingerprint
+            and _keys.closure_digest(known.fn) == _keys.closure_digest(task.fn)
+        ):
             with self._lock:
-                self._same_task[id(task)] = task  # held: its id is not reused meanwhile
+                self._named_ok[id(task)] = task
             return
         lambdas = " (every lambda of a module has the name '<module>.<lambda>')"
         raise ValueError(
