@@ -74,7 +74,8 @@ def _script_functions(fn: Any) -> Iterator[types.FunctionType]:
         elif isinstance(obj, types.FunctionType):
             if obj.__module__ == module:
                 yield obj
-            stack.extend(v for k, v in vars(obj).items() if k == "__wrapped__")
+            if "__wrapped__" in obj.__dict__:  # functools.wraps
+                stack.append(obj.__dict__["__wrapped__"])
             for cell in obj.__closure__ or ():
                 with contextlib.suppress(ValueError):  # an empty cell
                     stack.append(cell.cell_contents)
