@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
-from . import _records, _serde
+from . import _callsite, _records, _serde
 from ._context import current_run_var, register_active, unregister_active
 from ._events import Event
 from ._run import Run
@@ -126,6 +126,7 @@ class _RunDriver(Generic[R]):
             rerun_changed=rerun_changed,
         )
         self.run.resume_values = resume_values
+        self.run.call_site = _callsite.here()
         if self.record is not None:
             self.run.session = int(self.record.get("attempts", 1))
         if store is not None and run_id is not None and record.get("attempts", 1) > 1:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures as cf
+import contextvars
 import inspect
 import os
 import queue
@@ -18,7 +19,7 @@ import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, Generic, TypeVar
 
-from . import _serde
+from . import _callsite, _serde
 from ._context import current_call_var, current_run_var
 from ._driver import (
     _NO_INPUT,
@@ -273,7 +274,10 @@ class Entrypoint(Generic[R]):
             finally:
                 loop.call_soon_threadsafe(events.put_nowait, _END)
 
-        pumping = loop.run_in_executor(None, pump)
+        # The pump thread's stack has no frame of the caller's: pin it for the run's warnings.
+        context = contextvars.copy_context()
+        context.run(_callsite.pinned.set, _callsite.here())
+        pumping = loop.run_in_executor(None, context.run, pump)
         while True:
             item = await events.get()
             if item is _END:
@@ -295,14 +299,19 @@ class Entrypoint(Generic[R]):
     ) -> R:
         """``invoke`` as a coroutine; an async body runs on the caller's event loop."""
         if not self.is_async:
-            return await asyncio.to_thread(
-                self.invoke,
-                input,
-                run_id=run_id,
-                config=config,
-                progress=progress,
-                rerun_changed=rerun_changed,
-            )
+            # The thread's stack has no frame of the caller's: pin it for the run's warnings.
+            pin = _callsite.pinned.set(_callsite.here())
+            try:
+                return await asyncio.to_thread(
+                    self.invoke,
+                    input,
+                    run_id=run_id,
+                    config=config,
+                    progress=progress,
+                    rerun_changed=rerun_changed,
+                )
+            finally:
+                _callsite.pinned.reset(pin)
         driver = self._driver(input, run_id, config, rerun_changed, _NO_INPUT, None)
         if driver.finished:
             return driver.stored_result()

@@ -12,12 +12,11 @@ import asyncio
 import inspect
 import random
 import threading
-import warnings
 from collections.abc import Callable, Iterable
 from concurrent.futures import CancelledError, Future
 from typing import TYPE_CHECKING, Any
 
-from . import _keys, _serde
+from . import _callsite, _keys, _serde
 from ._cache import ResultCache
 from ._calls import SCALARS, Call, has_marker, mark_futures
 from ._entries import entry_text
@@ -34,20 +33,6 @@ if TYPE_CHECKING:
     from ._task import Task
 
 __all__ = ["Run"]
-
-
-def _user_stacklevel() -> int:
-    """The stacklevel that points a warning at the first frame outside procflow (the
-    user's ``invoke`` call), however deep inside procflow it is raised."""
-    import sys
-
-    frame = sys._getframe(1)
-    level = 1
-    package = __name__.rpartition(".")[0]
-    while frame is not None and frame.f_globals.get("__name__", "").startswith(package + "."):
-        frame = frame.f_back  # type: ignore[assignment]
-        level += 1
-    return level
 
 
 def _defined_at(fn: Callable[..., Any]) -> str:
@@ -102,6 +87,8 @@ class Run:
         self.cancelling = False  # the body raised: start nothing new
         self.cache = ResultCache(store)
         self.listener: Callable[[Event], None] | None = None
+        # The user's line that started this invoke: the run's warnings point at it.
+        self.call_site: _callsite.CallSite | None = None
         # Replay index: call id -> committed entry of a call that succeeded before.
         self.index: dict[str, dict[str, Any]] = {}
         self.matched: set[str] = set()  # index entries some call of this attempt matched
@@ -275,21 +262,19 @@ class Run:
                     "those calls replayed their old results; pass rerun_changed=True to "
                     "invoke to re-execute them"
                 )
-            warnings.warn(
+            _callsite.warn(
                 f"{self.name_for_messages}: the code of task(s) {sorted(self.changed_tasks)} "
                 f"changed since their calls were checkpointed; {what}",
-                RuntimeWarning,
-                stacklevel=_user_stacklevel(),
+                self.call_site,
             )
         unused = [e for cid, e in self.index.items() if cid not in self.matched]
         if unused:
             names = sorted({e.get("task", "?") for e in unused})
-            warnings.warn(
+            _callsite.warn(
                 f"{self.name_for_messages}: {len(unused)} checkpointed call(s) of {names} were not "
                 "made again on resume (their arguments changed, or the body took another "
                 "path); they were not reused",
-                RuntimeWarning,
-                stacklevel=_user_stacklevel(),
+                self.call_site,
             )
 
     def _replayable(self, task: Task[Any, Any], entry: dict[str, Any]) -> bool:
@@ -436,9 +421,8 @@ class Run:
         failures = [f for f in self.unobserved_failures if not f.observed]
         if failures:
             names = ", ".join(sorted({f.task_name for f in failures}))
-            warnings.warn(
+            _callsite.warn(
                 f"{self.name_for_messages}: {len(failures)} task call(s) failed and nobody "
                 f"awaited them ({names}); their errors are recorded in the run",
-                RuntimeWarning,
-                stacklevel=_user_stacklevel(),
+                self.call_site,
             )

@@ -450,6 +450,38 @@ def test_a_failure_nobody_awaited_is_warned_about() -> None:
         assert main.invoke() == "returned"
 
 
+@pytest.mark.parametrize("how", ["invoke", "stream", "ainvoke", "astream"])
+def test_a_run_warning_points_at_the_line_that_started_the_run(how: str) -> None:
+    # stream, astream and ainvoke end their run on a helper thread, where
+    # warnings.warn's stacklevel could only name threading.py or asyncio.
+    @entrypoint(checkpointer=False, max_workers=2)
+    def main() -> str:
+        ct.fail("nobody looks at me")
+        return "returned"
+
+    async def events() -> list[procflow.Event]:
+        return [event async for event in main.astream()]  # the astream line
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if how == "invoke":
+            start_line = inspect.currentframe().f_lineno + 1  # type: ignore[union-attr]
+            main.invoke()
+        elif how == "stream":
+            start_line = inspect.currentframe().f_lineno + 1  # type: ignore[union-attr]
+            events_seen = list(main.stream())
+            assert events_seen[-1].kind == "run_finished"
+        elif how == "ainvoke":
+            start_line = inspect.currentframe().f_lineno + 1  # type: ignore[union-attr]
+            assert asyncio.run(main.ainvoke()) == "returned"
+        else:
+            start_line = events.__code__.co_firstlineno + 1
+            assert asyncio.run(events())[-1].kind == "run_finished"
+    unobserved = [w for w in caught if "nobody awaited" in str(w.message)]
+    assert len(unobserved) == 1, [str(w.message) for w in caught]
+    assert (unobserved[0].filename, unobserved[0].lineno) == (__file__, start_line)
+
+
 def test_an_awaited_failure_is_not_warned_about() -> None:
     @entrypoint(checkpointer=False, max_workers=2)
     def main() -> str:
