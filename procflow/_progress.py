@@ -7,6 +7,7 @@ Nothing is ever written to stdout.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterable
 from types import TracebackType
@@ -25,6 +26,15 @@ from rich.progress import (
 from ._events import Event
 
 __all__ = ["ProgressBar"]
+
+
+def _stderr_console() -> Console:
+    """stderr; when it is not a terminal (a log file, CI), rich only prints the final
+    line, at a default 80 columns: give it room unless COLUMNS says otherwise."""
+    console = Console(stderr=True)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console.width = max(console.width, 120)
+    return console
 
 
 class _CountingProgress(Progress):
@@ -48,22 +58,17 @@ class ProgressBar:
         self._progress = _CountingProgress(
             self,
             TextColumn("[bold]{task.description}"),
-            BarColumn(),
+            BarColumn(bar_width=None),
             MofNCompleteColumn(),
-            TextColumn(
-                "running {task.fields[running]}  failed {task.fields[failed]}  "
-                "cached {task.fields[cached]}  replayed {task.fields[replayed]}"
-            ),
+            TextColumn("{task.fields[counts]}"),
             TimeElapsedColumn(),
             TextColumn("eta"),
             TimeRemainingColumn(),
-            console=console or Console(stderr=True),
+            console=console or _stderr_console(),
             refresh_per_second=10,
         )
         label = f"run {run_id}" if run_id else "run"
-        self._task = self._progress.add_task(
-            label, total=None, running=0, failed=0, cached=0, replayed=0
-        )
+        self._task = self._progress.add_task(label, total=None, counts="running 0")
 
     def on_event(self, event: Event) -> None:
         kind = event.kind
@@ -93,18 +98,12 @@ class ProgressBar:
         if not hasattr(self, "_task"):
             return  # rich renders once while the bar is being built
         with self._lock:
-            counts = (self.submitted, self.done, self.running, self.failed)
-            cached, replayed = self.cached, self.replayed
-        submitted, done, running, failed = counts
-        self._progress.update(
-            self._task,
-            total=max(submitted, 1),
-            completed=done,
-            running=running,
-            failed=failed,
-            cached=cached,
-            replayed=replayed,
-        )
+            submitted, done, running = self.submitted, self.done, self.running
+            others = (("failed", self.failed), ("cached", self.cached), ("replayed", self.replayed))
+        # Only the counts that are not zero, besides running: with a generated run id the
+        # full set made the line wider than 80 columns, and rich cut the elapsed time off.
+        counts = f"running {running}" + "".join(f"  {n} {c}" for n, c in others if c)
+        self._progress.update(self._task, total=max(submitted, 1), completed=done, counts=counts)
 
     def __enter__(self) -> ProgressBar:
         self._progress.start()

@@ -3,14 +3,17 @@ drawn with progress=False, nor with progress=None when stderr is not a terminal.
 
 from __future__ import annotations
 
+import io
 import re
 from pathlib import Path
+from typing import Any
 
 import core_tasks as ct
 import pytest
+from rich.console import Console
 from support import SCRIPTS, env_with, run
 
-from procflow import entrypoint
+from procflow import Event, entrypoint
 
 T = 30
 
@@ -58,3 +61,39 @@ def test_progress_in_process_goes_to_stderr_and_none_is_off_without_a_terminal(
     captured = capsys.readouterr()
     assert captured.out == ""
     assert "run bar-on" in captured.err and "4/4" in captured.err
+
+
+def _final_line(console_width: int, events: list[Event]) -> str:
+    from procflow._progress import ProgressBar
+
+    out = io.StringIO()
+    console = Console(file=out, width=console_width, force_terminal=False)
+    with ProgressBar("20261128-125924-bc2f44", console=console) as bar:  # a generated id
+        for event in events:
+            bar.on_event(event)
+    return out.getvalue().strip()
+
+
+def _events(kinds: list[tuple[str, dict[str, Any]]]) -> list[Event]:
+    return [
+        Event(kind, "r", call_id=f"c{i}", task="t", data=data)
+        for i, (kind, data) in enumerate(kinds)
+    ]
+
+
+def test_the_progress_line_fits_80_columns_with_a_generated_run_id() -> None:
+    # All four counters and a fixed 40-column bar made it ~100 columns, and rich cut off
+    # the count and the elapsed time: zero counters are left out and the bar shrinks.
+    four_done = _events([("task_submitted", {})] * 4 + [("task_succeeded", {})] * 4)
+    line = _final_line(80, four_done)
+    assert len(line) <= 80, line
+    assert re.search(r"run 20261128-125924-bc2f44 .* 4/4 running 0 0:00:0\d eta", line), line
+    assert "failed" not in line and "cached" not in line and "replayed" not in line
+
+    mixed = _events(
+        [("task_submitted", {})] * 2
+        + [("task_succeeded", {"replayed": True})] * 2
+        + [("task_succeeded", {"cached": True}), ("task_failed", {})]
+    )
+    line = _final_line(120, mixed)
+    assert re.search(r" 4/4 running 0  failed 1  cached 1  replayed 2 0:00:0\d eta", line), line
