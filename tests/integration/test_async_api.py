@@ -175,3 +175,19 @@ def test_a_blocking_wait_on_the_loop_an_async_task_needs_fails_at_once(tmp_path:
         assert "on the event loop that must run it" in line and "await fut" in line, line
     assert "process: waited" in lines
     assert lines[-1] == "awaited: 101 204"
+
+
+def test_asyncio_as_completed_and_wait_take_task_futures_in_an_async_body() -> None:
+    # The async counterparts of procflow.as_completed / wait are asyncio's own: a
+    # TaskFuture is awaitable, so they take process calls and async calls alike.
+    @entrypoint(checkpointer=False, max_workers=2)
+    async def main() -> list[Any]:
+        calls = [ct.square(i) for i in range(3)] + [ct.asquare(i) for i in range(3, 5)]
+        in_order_of_finishing = [await c for c in asyncio.as_completed(calls, timeout=T)]
+        done, pending = await asyncio.wait(
+            [asyncio.ensure_future(ct.square(7)), asyncio.ensure_future(ct.asquare(8))],
+            timeout=T,
+        )
+        return [sorted(in_order_of_finishing), sorted(d.result() for d in done), len(pending)]
+
+    assert main.invoke() == [[0, 1, 4, 9, 16], [49, 64], 0]
