@@ -26,9 +26,10 @@ worker process to another (on the 2-core VM, 24 one-worker loky pools pinned to 
 ran ``burn`` at 0.88-1.03 of their median), so pools kept for the whole run let one draw
 of that luck decide a target whose margin is 3-5 %. (concurrent.futures forks its
 workers on Linux before Python 3.14: its fresh workers are copies of this process.)
-Systems take turns inside each round, so drift hits them alike, except Dask, which runs
-in a child interpreter of its own after the others' rounds (this script runs itself with
-``--dask-child``):
+Systems take turns inside each round, so drift hits them alike, in an order that
+rotates from round to round (no system always follows the same one), except Dask,
+which runs in a child interpreter of its own after the others' rounds (this script runs
+itself with ``--dask-child``):
 ``import dask`` adds ~170 entries to ``copyreg.dispatch_table``, which loky's pickler
 copies for every object it pickles (raw loky: ~80 -> ~290 µs per task here), and a
 live LocalCluster runs its scheduler on a thread of the calling process (so the child
@@ -52,6 +53,7 @@ import concurrent.futures as cf
 import contextlib
 import functools
 import gc
+import itertools
 import json
 import logging
 import multiprocessing
@@ -532,12 +534,19 @@ def guarded(row: Row, fn: Callable[[], int], expected: int) -> float | None:
     return took
 
 
+ROUND_NUMBER = itertools.count()
+
+
 def rounds(rows: list[Row], pairs: int, attr: str, one: Callable[[Row], None], n: int = 0) -> None:
     """``pairs`` rounds, the systems taking turns in each; then the rounds of each system
     that runs in a child interpreter."""
     shared = [r for r in rows if r.system is not None and not r.system.isolated]
     for _ in range(pairs):
-        for row in shared:
+        # The order rotates from round to round (decide()'s extra rounds continue the
+        # count), so that no system always runs right after the same other one and
+        # inherits its leftovers (its exiting workers, its writes, its garbage).
+        start = next(ROUND_NUMBER) % max(1, len(shared))
+        for row in shared[start:] + shared[:start]:
             if not row.error:
                 one(row)
     for row in rows:
@@ -823,9 +832,9 @@ def main() -> None:
 
     out: list[str] = [
         f"machine: {machine()}",
-        f"{workers} workers; {pairs} rounds, systems taking turns in each round (Dask in a "
-        "child interpreter, after the others' rounds); pools warm before timing; W2 and W3: "
-        "fresh worker processes for every system before each run.",
+        f"{workers} workers; {pairs} rounds, systems taking turns in each round in an order "
+        "that rotates (Dask in a child interpreter, after the others' rounds); pools warm "
+        "before timing; W2 and W3: fresh worker processes for every system before each run.",
     ]
     targets: list[str] = []
 
