@@ -86,8 +86,10 @@ def main() -> None:
         for name in systems:
             results[name][workers] = Series(name)
             walls[name][workers] = Series(name)
-        for _ in range(args.pairs):
-            for name, run in systems.items():
+        for pair in range(args.pairs):
+            # The order rotates from pair to pair: no system always follows the same one.
+            order = list(systems.items())
+            for name, run in order[pair % len(order) :] + order[: pair % len(order)]:
                 base = timed(serial) * scale
                 took = timed(run)
                 results[name][workers].values.append(base / took / workers)
