@@ -1,10 +1,10 @@
 """The loky process pool: start, submit, shutdown. The only module importing loky.
 
 Runs in one driver process share a warm pool while their settings (``max_workers``,
-``initializer``, ``initargs``) match; it stays up between invokes and is shut down after
-``IDLE_SHUTDOWN_SECONDS`` without use. Only the scheduler thread submits, because loky
-starts workers from the submitting thread and the workers' parent-death signal fires
-when that thread exits.
+``initializer``, ``initargs``) match; it stays up between invokes and is shut down once
+it has had no call in it for ``IDLE_SHUTDOWN_SECONDS`` (checked when a run next asks
+for a pool). Only the scheduler thread submits, because loky starts workers from the
+submitting thread and the workers' parent-death signal fires when that thread exits.
 """
 
 from __future__ import annotations
@@ -79,7 +79,10 @@ class Pool:
             env=env,
         )
         self.last_used = time.monotonic()
-        self.users = 0
+        # Dispatches not finished yet: a pool with any is busy, however long ago its last
+        # submit was (a call may run for hours), and is never shut down as idle.
+        self.pending: set[Future[Any]] = set()
+        self.closed = False
         # The workers that had exited when the pool broke (pid -> exit code, None when
         # not known yet): the culprits. Taken in the first failed future's callback,
         # which loky runs before it kills the other workers.
@@ -125,11 +128,23 @@ class Pool:
         self.last_used = time.monotonic()
         try:
             submitted: Future[Any] = self._executor.submit(fn, *args)
+            self.pending.add(submitted)
+            submitted.add_done_callback(self._finished)
             return submitted
         except Exception as exc:  # a broken or shut-down executor refuses submits
             failed: Future[Any] = Future()
             failed.set_exception(exc)
             return failed
+
+    def _finished(self, fut: Future[Any]) -> None:
+        # loky's thread; set.discard and the float store are atomic under the GIL.
+        self.pending.discard(fut)
+        self.last_used = time.monotonic()
+
+    @property
+    def idle_for(self) -> float:
+        """Seconds since the pool last had work (0 while it has some)."""
+        return 0.0 if self.pending else time.monotonic() - self.last_used
 
     def worker_pids(self) -> list[int]:
         processes = getattr(self._executor, "_processes", None) or {}
@@ -145,6 +160,7 @@ class Pool:
         loky's shutdown joins its manager thread, which a wedged pool can keep waiting;
         past ``timeout`` the workers are killed by pid and the caller goes on.
         """
+        self.closed = True
         pids = self.worker_pids()
 
         def stop() -> None:
@@ -220,9 +236,8 @@ def replace_pool(pool: Pool) -> None:
 
 
 def _shutdown_idle_locked() -> None:
-    now = time.monotonic()
     for key, pool in list(_pools.items()):
-        if pool.users == 0 and now - pool.last_used > IDLE_SHUTDOWN_SECONDS:
+        if pool.idle_for > IDLE_SHUTDOWN_SECONDS:
             del _pools[key]
             pool.shutdown(kill=True)
 

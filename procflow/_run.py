@@ -290,7 +290,9 @@ class Run:
 
     # -- the scheduler's side ------------------------------------------------------------
     def pool(self) -> Pool:
-        if self._pool is None or self._pool.broken:
+        # A pool another run shut down as idle (this one paused between calls longer
+        # than IDLE_SHUTDOWN_SECONDS) is closed: take the current one.
+        if self._pool is None or self._pool.broken or self._pool.closed:
             from ._pool import get_pool
 
             self._pool = get_pool(

@@ -128,3 +128,43 @@ def test_workers_cap_native_threads_at_cores_per_worker(
     assert seen["pid"] != os.getpid()
     assert seen["OMP_NUM_THREADS"] == str(max(1, int(cpu_count()) // workers))
     assert "OMP_NUM_THREADS" not in os.environ  # the driver's own environment is untouched
+
+
+def test_a_pool_with_a_call_running_is_never_shut_down_as_idle(tmp_path: Path) -> None:
+    # A pool counted as idle once its last submit was IDLE_SHUTDOWN_SECONDS (300 s) old,
+    # even with a call running in it, and the next run asking for a pool killed it:
+    # a call longer than 5 minutes started over (found by a review).
+    import threading
+
+    from procflow import _pool
+
+    d = str(tmp_path)
+
+    @entrypoint(checkpointer=False, max_workers=1)
+    def long_run() -> Any:
+        return ct.gated(d, "long", "done").result(timeout=T)
+
+    @entrypoint(checkpointer=False, max_workers=2)
+    def other_run() -> int:
+        return ct.square(3).result(timeout=T)
+
+    got: dict[str, Any] = {}
+    runner = threading.Thread(target=lambda: got.setdefault("long", long_run.invoke()))
+    runner.start()
+    try:
+        assert ct.wait_for_file(tmp_path / "started-long")
+        [busy] = _pool._pools.values()
+        busy.last_used -= 10 * _pool.IDLE_SHUTDOWN_SECONDS  # its only submit, long ago
+        assert other_run.invoke() == 9  # asks for a pool of 2: idle pools are shut down
+        assert not busy.closed
+        assert busy in _pool._pools.values()
+    finally:
+        ct.touch(tmp_path / "gate-long")
+        runner.join(timeout=T)
+    assert got == {"long": "done"}
+    assert ct.read_log(tmp_path / "log-long") == ["start", "end"]  # it ran once
+
+    # Idle once its call is done: then the next request for a pool shuts it down.
+    busy.last_used -= 10 * _pool.IDLE_SHUTDOWN_SECONDS
+    assert other_run.invoke() == 9
+    assert busy.closed and busy not in _pool._pools.values()
