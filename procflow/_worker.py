@@ -379,12 +379,20 @@ async def execute_async(
     payload: Any
     try:
         typed_args, typed_kwargs = call.task.from_plain_args(args, kwargs)
-        try:
-            result = await asyncio.wait_for(
-                call.task.fn(*typed_args, **typed_kwargs), call.task.timeout
-            )
-        except asyncio.TimeoutError:
-            raise timeout_error(call) from None
+        running = call.task.fn(*typed_args, **typed_kwargs)
+        timeout = call.task.timeout
+        if timeout is None:
+            result = await running
+        else:
+            deadline = asyncio.get_running_loop().time() + timeout
+            try:
+                result = await asyncio.wait_for(running, timeout)
+            except asyncio.TimeoutError:
+                # Since 3.11 that is the builtin TimeoutError, which the task may raise
+                # itself (a socket's, an HTTP client's): that one is the task's error.
+                if asyncio.get_running_loop().time() < deadline:
+                    raise
+                raise timeout_error(call) from None
         plain = call.task.result_codec().to_plain(result, "result", call.task.name)
         ok, payload = True, _serde.dumps(plain)
     except BaseException as exc:

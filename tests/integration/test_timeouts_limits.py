@@ -345,3 +345,31 @@ def test_max_concurrency_bounds_overlapping_executions(
     lines = ledger.read_text().splitlines()
     assert len(lines) == 12, lines
     assert max_overlap(ledger) == limit  # never more; and the limit is used
+
+
+@task
+async def upstream_times_out(url: str) -> str:
+    await asyncio.sleep(0)
+    raise TimeoutError(f"upstream {url} did not answer")
+
+
+@task(timeout=30)
+async def upstream_times_out_early(url: str) -> str:
+    await asyncio.sleep(0)
+    raise TimeoutError(f"upstream {url} did not answer")
+
+
+@pytest.mark.parametrize("fn", [upstream_times_out, upstream_times_out_early])
+def test_an_async_tasks_own_timeout_error_is_its_error_not_a_task_timeout(fn: Any) -> None:
+    # Since 3.11 asyncio.TimeoutError is the builtin TimeoutError, which wait_for's
+    # handler also caught: a socket's or HTTP client's timeout inside the task came back
+    # as "ran longer than its timeout of Nones" (found by a review).
+    @entrypoint(checkpointer=False)
+    async def main() -> list[str]:
+        try:
+            await asyncio.wait_for(fn("http://example.invalid"), T)
+        except Exception as exc:
+            return [type(exc).__qualname__, str(exc)]
+        return ["no error"]
+
+    assert main.invoke() == ["TimeoutError", "upstream http://example.invalid did not answer"]
