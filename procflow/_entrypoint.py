@@ -352,9 +352,19 @@ class Entrypoint(Generic[R]):
         return self.fn(driver.input_value) if self.takes_input else self.fn()
 
     async def _run_body_async(self, driver: _RunDriver[R]) -> Any:
-        driver.run.use_loop(asyncio.get_running_loop())
+        run = driver.run
+        run.use_loop(asyncio.get_running_loop())
         coro: Any = self.fn(driver.input_value) if self.takes_input else self.fn()
-        return await coro
+        try:
+            result = await coro
+        except asyncio.CancelledError:
+            run.release_loop_now()
+            raise
+        except BaseException:
+            await run.release_loop()
+            raise
+        await run.release_loop()
+        return result
 
 
 def _run_id_from(run_id: str | None, config: dict[str, Any] | None) -> str | None:

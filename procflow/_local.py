@@ -7,7 +7,6 @@ and keeps its slot until the thread returns), and the hand-back of outcomes.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import itertools
 import os
@@ -37,7 +36,7 @@ class _Host(Protocol):
     def _after(self, seconds: float, callback: Any) -> None: ...
     def _fail_attempt(self, call: Call, exc: BaseException, pid: int | None) -> None: ...
     def _on_outcome(self, call: Call, outcome: Outcome) -> None: ...
-    def _local_callback(self, token: int, fut: Future[Outcome]) -> None: ...
+    def _local_callback(self, token: int, call_id: str, fut: Future[Outcome]) -> None: ...
     def _on_local_outcome(self, token: int, outcome: Outcome) -> None: ...
     def _local_deadline(self, token: int) -> None: ...
 
@@ -77,19 +76,22 @@ class LocalCalls:
                     thread_name_prefix="procflow-thread",
                 )
             fut = threads.submit(execute, call.task, args, kwargs, info, call.policy)
-            fut.add_done_callback(functools.partial(self._local_callback, token))
+            fut.add_done_callback(functools.partial(self._local_callback, token, call.call_id))
             if timeout is not None:
                 self._after(timeout, functools.partial(self._local_deadline, token))
         else:  # async: the deadline is asyncio.wait_for's, inside execute_async
-            loop = call.run.event_loop()
             coro = execute_async(call, args, kwargs, info)
-            asyncio.run_coroutine_threadsafe(coro, loop).add_done_callback(
-                functools.partial(self._local_callback, token)
+            call.run.start_async(coro).add_done_callback(
+                functools.partial(self._local_callback, token, call.call_id)
             )
 
-    def _local_callback(self: _Host, token: int, fut: Future[Outcome]) -> None:
-        """Post a thread or async call's outcome (its envelope never raises)."""
-        self.post("local", token, fut.result())
+    def _local_callback(self: _Host, token: int, call_id: str, fut: Future[Outcome]) -> None:
+        """Post a thread or async call's outcome (its envelope never raises). An async
+        call cancelled before its coroutine started (its loop was ending) never ran."""
+        if fut.cancelled():
+            self.post("local", token, (call_id, False, {"kind": "revoked"}, {"pid": os.getpid()}))
+        else:
+            self.post("local", token, fut.result())
 
     def _on_local_outcome(self: _Host, token: int, outcome: Outcome) -> None:
         overdue = self._overdue.pop(token, None)

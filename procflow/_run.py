@@ -12,7 +12,7 @@ import asyncio
 import inspect
 import random
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from concurrent.futures import CancelledError, Future
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +23,7 @@ from ._entries import entry_text
 from ._events import Event
 from ._futures import TaskFuture
 from ._hits import answer_map_hits
-from ._worker import add_note
+from ._worker import Outcome, add_note
 
 if TYPE_CHECKING:
     from ._policies import CachePolicy, RetryPolicy
@@ -109,6 +109,8 @@ class Run:
         self.interrupts_seen = 0
         self._pool: Pool | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_lock = threading.Lock()
+        self._async_calls: set[Future[Outcome]] = set()  # async calls on self._loop
         self._loop_thread: threading.Thread | None = None
 
     @property
@@ -366,16 +368,56 @@ class Run:
         self.cancelling = True
         self.scheduler.call_soon(lambda: self.scheduler.cancel_run(self))
 
-    def event_loop(self) -> asyncio.AbstractEventLoop:
-        """The loop async tasks run on: the body's own loop, or one in a helper thread."""
-        if self._loop is None:
-            loop = asyncio.new_event_loop()
-            thread = threading.Thread(
-                target=loop.run_forever, name="procflow-async-tasks", daemon=True
-            )
-            thread.start()
-            self._loop, self._loop_thread = loop, thread
-        return self._loop
+    def start_async(self, coro: Coroutine[Any, Any, Outcome]) -> Future[Outcome]:
+        """Run an async call's coroutine on the run's loop: the body's own, or one in a
+        helper thread (a sync body, or once the body's loop has been released)."""
+        with self._loop_lock:  # against release_loop: every future it must see, it sees
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                thread = threading.Thread(
+                    target=loop.run_forever, name="procflow-async-tasks", daemon=True
+                )
+                thread.start()
+                self._loop, self._loop_thread = loop, thread
+            future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+            self._async_calls.add(future)
+        future.add_done_callback(self._async_calls.discard)
+        return future
+
+    async def release_loop(self) -> None:
+        """The body's loop ends with the body (asyncio.run closes it), and a coroutine
+        handed to it that has not started by then would never run, nor finish: the
+        async calls on it finish first, as the run waits for every call; later ones go
+        to a helper loop. Stopping, or cancelled itself, it cancels them instead."""
+        pending = self._detach_loop()
+        if not pending:
+            return
+        if self.stopping:
+            self.cancel_async(pending)
+            return
+        try:
+            await asyncio.wait([asyncio.wrap_future(f) for f in pending])
+        except asyncio.CancelledError:
+            self.cancel_async(pending)
+            raise
+
+    def release_loop_now(self) -> None:
+        """``release_loop`` for a body that was cancelled: nothing waits."""
+        self.cancel_async(self._detach_loop())
+
+    def _detach_loop(self) -> list[Future[Outcome]]:
+        loop = asyncio.get_running_loop()
+        with self._loop_lock:
+            if self._loop is loop:
+                self._loop = None
+            return list(self._async_calls)
+
+    @staticmethod
+    def cancel_async(pending: list[Future[Outcome]]) -> None:
+        # One not started is cancelled here (its outcome: revoked, it never ran); one
+        # running is cancelled by asyncio.run's teardown, and reports its cancellation.
+        for future in pending:
+            future.cancel()
 
     @property
     def async_loop(self) -> asyncio.AbstractEventLoop | None:
@@ -383,7 +425,8 @@ class Run:
         return self._loop
 
     def use_loop(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
+        with self._loop_lock:
+            self._loop = loop
 
     def close(self) -> None:
         if self._loop_thread is not None and self._loop is not None:

@@ -4,6 +4,8 @@ called inside a running event loop (a notebook)."""
 from __future__ import annotations
 
 import asyncio
+import threading
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -191,3 +193,64 @@ def test_asyncio_as_completed_and_wait_take_task_futures_in_an_async_body() -> N
         return [sorted(in_order_of_finishing), sorted(d.result() for d in done), len(pending)]
 
     assert main.invoke() == [[0, 1, 4, 9, 16], [49, 64], 0]
+
+
+@procflow.task
+async def slow_logged(log: str, value: int) -> int:
+    await asyncio.sleep(0.2)  # still running when the body returns or raises
+    ct.log_line(log, f"ran {value}")
+    return value
+
+
+def test_an_async_body_that_returns_waits_for_the_async_calls_it_did_not_await(
+    tmp_path: Path,
+) -> None:
+    # invoke waits for every call the body made, awaited or not; asyncio.run used to
+    # cancel an async call still on the body's loop when the body returned, and the run
+    # recorded it as failed.
+    log = str(tmp_path / "log")
+
+    @entrypoint(checkpointer=tmp_path / "store", max_workers=2)
+    async def main() -> str:
+        slow_logged(log, 1)
+        return "returned"
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no "failed and nobody awaited"
+        assert main.invoke(run_id="fire-and-forget") == "returned"
+    assert read_log(log) == ["ran 1"]
+    with procflow.Store(tmp_path / "store") as store:
+        [entry] = store.load_entries("fire-and-forget")
+    assert entry["status"] == "ok" and entry["value"] == "1"
+
+
+def test_an_async_body_that_raises_with_an_async_call_just_made_does_not_hang(
+    tmp_path: Path,
+) -> None:
+    # The call's coroutine was handed to the body's loop, which asyncio.run closed
+    # before it started: it never ran nor finished, and invoke waited for it forever.
+    log = str(tmp_path / "log")
+
+    @entrypoint(checkpointer=tmp_path / "store", max_workers=2)
+    async def main() -> str:
+        slow_logged(log, 2)
+        raise BodyError("the body failed")
+
+    seen: dict[str, BaseException] = {}
+
+    def invoke() -> None:
+        try:
+            main.invoke(run_id="raises")
+        except BaseException as exc:
+            seen["error"] = exc
+
+    runner = threading.Thread(target=invoke, daemon=True)
+    runner.start()
+    runner.join(timeout=T)
+    assert not runner.is_alive(), "invoke hung"
+    assert isinstance(seen.get("error"), BodyError), seen
+    # Running calls finish; one not started yet is cancelled: it ran once, or not at all.
+    assert read_log(log) in (["ran 2"], [])
+    with procflow.Store(tmp_path / "store") as store:
+        record = store.get_run("raises")
+    assert record is not None and record["status"] == "failed"
