@@ -160,6 +160,7 @@ def claim_run(
     # cannot both win.
     record = store.update_run(run_id, decide)
     if not finished:
+        store.forget_chunk_count(run_id)
         with _stores_lock:
             _live.add(live_key)
     return record, finished

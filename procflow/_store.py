@@ -315,6 +315,13 @@ class Store:
         runs.sort(key=lambda r: (r.get("started_at") is None, r.get("started_at") or 0))
         return runs
 
+    def forget_chunk_count(self, run_id: str) -> None:
+        """Another process may have deleted the run's chunks (``procflow runs rm``) or
+        added some since this one last wrote them: the next commit counts them again.
+        A number kept from before a delete would leave a gap, and a resume reads up to
+        the first gap only."""
+        self._seq.pop(run_id, None)
+
     def delete_run(self, run_id: str) -> bool:
         """Delete a run's record and all its chunks; False if there was nothing."""
         cache = self._c

@@ -601,3 +601,32 @@ def test_except_exception_in_the_body_cannot_swallow_the_interrupt(tmp_path: Pat
         main.invoke(run_id="careless")
     assert swallowed == []
     assert main.invoke(Command(resume=1), run_id="careless") == "answered 1"
+
+
+def test_a_run_id_reused_after_another_process_deleted_the_run_keeps_its_checkpoints(
+    tmp_path: Path,
+) -> None:
+    # Each Store object kept the run's next chunk number. After `procflow runs rm` in a
+    # shell, a long-lived process reusing the id wrote from its old number: a gap, and a
+    # resume (which reads up to the first gap) re-ran every call (found by a review).
+    store_dir, ledger, marker = tmp_path / "store", str(tmp_path / "ledger"), tmp_path / "m"
+
+    @entrypoint(checkpointer=store_dir, max_workers=2)
+    def daily() -> int:
+        total = sum(f.result(timeout=T) for f in tagged.map([ledger] * 3, [1, 2, 3]))
+        needs_marker(ledger, str(marker)).result(timeout=T)
+        return total
+
+    touch(marker)
+    assert daily.invoke(run_id="daily") == 6
+    with Store(store_dir) as elsewhere:  # as `procflow runs rm daily` would
+        assert elsewhere.delete_run("daily")
+    marker.unlink()
+    with pytest.raises(RuntimeError, match="marker missing"):
+        daily.invoke(run_id="daily")
+    touch(marker)
+    with Store(store_dir) as fresh:
+        assert fresh.check() == []
+        assert len([e for e in fresh.load_entries("daily") if e["status"] == "ok"]) == 3
+    assert daily.invoke(run_id="daily") == 6
+    assert sorted(read_log(ledger)).count("tagged 1") == 2  # the first run, the second
