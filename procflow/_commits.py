@@ -16,6 +16,7 @@ from .errors import StoreError
 
 if TYPE_CHECKING:
     from ._calls import Call
+    from ._run import Run
 
 __all__ = ["COMMIT_GROUP", "COMMIT_WINDOW_SECONDS", "GroupCommits"]
 
@@ -108,10 +109,13 @@ class GroupCommits:
             run = items[0][0].run
             try:
                 run.commit_outcomes(items)
-            except StoreError as exc:
+            except BaseException as exc:
+                # Any failure (not only the store's: an OverflowError from sqlite3, a
+                # MemoryError) fails these calls; the run must not wait for them forever.
+                failure = exc if isinstance(exc, StoreError) else _commit_failed(run, items, exc)
                 for call, *_ in items:
                     if not call.future.done():
-                        call.future.set_exception(exc)
+                        call.future.set_exception(failure)
                     self._settled(call)
                 continue
             succeeded = 0  # told to the run at once: one lock round, not one per call
@@ -191,3 +195,16 @@ def _finish(future: Future[Any], exc: BaseException | None, value: Any = None) -
     except InvalidStateError:  # pragma: no cover - cancelled although claimed
         return False
     return True
+
+
+def _commit_failed(
+    run: Run, items: list[tuple[Call, bool, Any, dict[str, Any]]], exc: BaseException
+) -> StoreError:
+    tasks = sorted({call.task.name for call, *_ in items})
+    error = StoreError(
+        f"{run.name_for_messages}: the checkpoints of {len(items)} call(s) of {tasks} could "
+        f"not be committed ({type(exc).__name__}: {exc}); their results are lost, and a "
+        "resume runs them again"
+    )
+    error.__cause__ = exc
+    return error

@@ -47,6 +47,7 @@ _DBNAME = "cache.db"  # diskcache.core.DBNAME
 _MODE_RAW, _MODE_PICKLE = 1, 4  # diskcache.core.MODE_*
 _BUSY_TIMEOUT = 60.0  # seconds a writer waits for another process's write lock
 _MOUNTS = "/proc/mounts"
+CHUNK_BYTES = 64 * 2**20  # a group's entries past this size are split over several chunks
 _NETWORK_FS = frozenset({"nfs", "nfs4", "cifs", "fuse.sshfs", "9p", "lustre", "gpfs"})
 _DB_ERRORS = (sqlite3.Error, OSError, diskcache.Timeout)
 _FIX = "move it away, or point checkpointer= (or --store) elsewhere"
@@ -352,21 +353,21 @@ class Store:
         if run_record is not None and _run_id_of(run_record) != run_id:
             raise ValueError(f"run_record is for run {run_record['run_id']!r}, not {run_id!r}")
         # Encode before taking the write lock, which is then held for SQL only.
-        chunk = None
-        if entries:
-            chunk = "[" + ",".join(e if isinstance(e, str) else _dumps(e) for e in entries) + "]"
+        chunks = _chunked([e if isinstance(e, str) else _dumps(e) for e in entries])
         cached = [(_CACHE + e.key, _encode_cache(e), _CACHE_TAG + e.task) for e in cache_entries]
         record = None if run_record is None else _dumps(run_record)
         tag, cache, seq = _RUN_TAG + run_id, self._c, -1
         try:
             with cache.transact():
-                if chunk is not None:
+                if chunks:
                     seq = self._seq.get(run_id, -1)
                     if seq < 0:
                         seq = self._probe(run_id)
-                    # add() never overwrites: a number already taken (a gap the probe
-                    # missed, another writer) moves the chunk on instead of losing one.
-                    while not cache.add(f"{_CHUNK}{run_id}/{seq:08d}", chunk, tag=tag):
+                    for chunk in chunks:
+                        # add() never overwrites: a number already taken (a gap the probe
+                        # missed, another writer) moves the chunk on instead of losing it.
+                        while not cache.add(f"{_CHUNK}{run_id}/{seq:08d}", chunk, tag=tag):
+                            seq += 1
                         seq += 1
                 for key, text, cache_tag in cached:
                     cache.set(key, text, tag=cache_tag)
@@ -375,7 +376,7 @@ class Store:
         except _DB_ERRORS as exc:
             raise self._error(f"committing checkpoints of run {run_id!r}", exc) from exc
         if seq >= 0:
-            self._seq[run_id] = seq + 1
+            self._seq[run_id] = seq
 
     def _probe(self, run_id: str) -> int:
         """The first free chunk number, in O(log n) lookups (chunks are contiguous)."""
@@ -548,6 +549,24 @@ def _run_id_of(record: dict[str, Any]) -> str:
     if not isinstance(run_id, str) or not run_id:
         raise ValueError(f"a run record needs a non-empty str 'run_id', got {run_id!r}")
     return run_id
+
+
+def _chunked(texts: list[str]) -> list[str]:
+    """The JSON lists to store for a group's entries: one, unless together they pass
+    CHUNK_BYTES (SQLite refuses a value over 1 GB, and results that fit one by one must
+    not fail because they finished together)."""
+    chunks: list[str] = []
+    part: list[str] = []
+    size = 0
+    for text in texts:
+        if part and size + len(text) > CHUNK_BYTES:
+            chunks.append("[" + ",".join(part) + "]")
+            part, size = [], 0
+        part.append(text)
+        size += len(text) + 1
+    if part:
+        chunks.append("[" + ",".join(part) + "]")
+    return chunks
 
 
 def _encode_cache(entry: CacheEntry) -> str:

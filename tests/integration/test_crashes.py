@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import core_tasks as ct
 import pytest
 from core_tasks import log_attempt, neighbour, touch, wait_for_file
 
@@ -225,3 +226,41 @@ def test_a_crash_inside_a_batch_reporting_in_groups_is_blamed_on_its_call(
     assert outcomes[:60] == list(range(60)) and outcomes[61:] == list(range(61, 100))
     assert "WorkerCrashedError" in outcomes[60] and "exited with code 3" in outcomes[60]
     assert [attempt for _, attempt in ledger_lines(ledger)] == [1]  # it ran, and died, once
+
+
+def test_an_unexpected_error_in_a_group_commit_fails_its_calls_instead_of_hanging(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Only StoreError was caught: an OverflowError from sqlite3 (a string over 2 GB) or a
+    # MemoryError left the group's futures unresolved and the run waiting forever (found
+    # by a review).
+    from procflow import _run
+
+    commits = _run.Run.commit_outcomes
+    failed: list[int] = []
+
+    def overflow_once(self: _run.Run, items: list[Any]) -> None:
+        if not failed:
+            failed.append(len(items))
+            raise OverflowError("string longer than INT_MAX bytes (injected)")
+        commits(self, items)
+
+    monkeypatch.setattr(_run.Run, "commit_outcomes", overflow_once)
+
+    @entrypoint(checkpointer=tmp_path / "store", max_workers=1)
+    def main() -> list[Any]:
+        error = ct.square(3).exception(timeout=T)
+        return [
+            type(error).__name__,
+            str(error),
+            type(error.__cause__).__name__,
+            ct.square(4).result(timeout=T),
+        ]
+
+    kind, message, cause, after = main.invoke(run_id="overflow")
+    assert failed == [1]
+    assert (kind, cause, after) == ("StoreError", "OverflowError", 16)
+    assert "run 'overflow'" in message and "core_tasks.square" in message
+    assert "a resume runs them again" in message
+    with procflow.Store(tmp_path / "store") as store:
+        assert [e["status"] for e in store.load_entries("overflow")] == ["ok"]  # square(4)

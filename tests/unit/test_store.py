@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import sqlite3
 import threading
@@ -312,6 +313,29 @@ def test_load_costs_one_get_per_chunk(store: Store, monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(store._c, "get", lambda key, *a, **k: calls.append(key) or get(key))
     assert len(store.load_entries("r")) == 250
     assert len(calls) == 6  # 5 chunks and the first missing one
+
+
+def test_a_large_group_is_split_over_chunks_in_order(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One JSON list per group made results that fit one by one fail together past
+    # SQLite's 1 GB value limit (found by a review): a group past CHUNK_BYTES is split.
+    monkeypatch.setattr(_store, "CHUNK_BYTES", 100)
+    store.put_run(_record("r"))
+    first = [{"key": f"a{i}", "value": "x" * 30} for i in range(5)]  # ~45 bytes each
+    store.commit("r", first)
+    store.commit("r", [{"key": "big", "value": "y" * 300}])  # alone over the limit
+    store.commit("r", [{"key": "b0", "value": "z"}])
+    assert store.load_entries("r") == [
+        *first,
+        {"key": "big", "value": "y" * 300},
+        {"key": "b0", "value": "z"},
+    ]
+    chunks = [k for k in _keys(store) if k.startswith("chunk/r/")]
+    assert chunks == [f"chunk/r/{n:08d}" for n in range(len(chunks))]  # no gap
+    sizes = [(len(store._c.get(k)), len(json.loads(store._c.get(k)))) for k in chunks]
+    assert len(chunks) > 3 and all(size <= 100 or n == 1 for size, n in sizes), sizes
+    assert store.check() == []
 
 
 def test_commit_without_entries_writes_no_chunk(store: Store) -> None:
