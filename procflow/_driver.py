@@ -109,6 +109,23 @@ class _RunDriver(Generic[R]):
             input_plain = record.get("input")
             resume_values = list(record.get("resume_values", []))
         self.run_id = run_id
+        try:
+            self._begin(input_plain, resume_values, rerun_changed, max_workers)
+        except BaseException:
+            # The run is claimed (owned, and live in this process) but will not run: a
+            # checkpoint that does not load, an input that does not decode, Ctrl-C.
+            if store is not None and self.record is not None and not self.finished:
+                _records.abandon_claim(store, self.record)
+            raise
+
+    def _begin(
+        self,
+        input_plain: Any,
+        resume_values: list[Any],
+        rerun_changed: bool,
+        max_workers: int | None,
+    ) -> None:
+        ep, store, run_id = self.ep, self.store, self.run_id
         self.input_value = ep._input_codec.from_plain(input_plain) if ep.takes_input else None
         if self.finished:
             return
@@ -129,8 +146,8 @@ class _RunDriver(Generic[R]):
         self.run.call_site = _callsite.here()
         if self.record is not None:
             self.run.session = int(self.record.get("attempts", 1))
-        if store is not None and run_id is not None and record.get("attempts", 1) > 1:
-            self.run.load_index(store.load_entries(run_id))
+            if store is not None and run_id is not None and self.run.session > 1:
+                self.run.load_index(store.load_entries(run_id))
 
     def stored_result(self) -> R:
         assert self.record is not None

@@ -9,6 +9,7 @@ resumed_at, max_workers, and owner (pid, process start time, host) while running
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import threading
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from ._store import Store
 
 __all__ = [
+    "abandon_claim",
     "being_run_now",
     "claim_run",
     "default_store_path",
@@ -166,10 +168,20 @@ def claim_run(
     return record, finished
 
 
-def being_run_now(record: dict[str, Any]) -> bool:
+def being_run_now(record: dict[str, Any], store: Store | None = None) -> bool:
     """Whether the run is ``running`` and the process that owns it is alive (a ``running``
-    record whose owner died is a run to take over)."""
-    return record.get("status") == "running" and owner_alive(record.get("owner"))
+    record whose owner died is a run to take over).
+
+    With ``store``, a run this very process owns counts only while one of its threads
+    runs it: an invoke whose final write failed (a full disk) left its record
+    ``running``, and this process could never run it again until it exited."""
+    if record.get("status") != "running":
+        return False
+    owner = record.get("owner")
+    if store is not None and owner and owner.get("pid") == os.getpid() and owner_alive(owner):
+        with _stores_lock:
+            return (str(store.path), record.get("run_id")) in _live
+    return owner_alive(owner)
 
 
 def waits_for_an_answer(record: dict[str, Any]) -> bool:
@@ -229,7 +241,7 @@ def _decide(
                 "answer; invoke it without a Command to get its result"
             )
         return record
-    if being_run_now(record):
+    if being_run_now(record, store):
         raise RunConflictError(
             f"run {run_id!r} is being run now by process {record['owner'].get('pid')} "
             f"on {record['owner'].get('host')!r}; wait for it, or stop that process"
@@ -254,6 +266,16 @@ def _decide(
 def release_run(store: Store, run_id: str) -> None:
     with _stores_lock:
         _live.discard((str(store.path), run_id))
+
+
+def abandon_claim(store: Store, record: dict[str, Any]) -> None:
+    """Undo a claim whose invoke failed before its run began (its checkpoints did not
+    load, say): nobody owns the run now, so any process may take it over; best effort,
+    since the store may be what failed."""
+    release_run(store, record["run_id"])
+    record.pop("owner", None)
+    with contextlib.suppress(Exception):
+        store.put_run(record)
 
 
 def finish_run(store: Store, record: dict[str, Any], status: str, **fields: Any) -> None:

@@ -630,3 +630,56 @@ def test_a_run_id_reused_after_another_process_deleted_the_run_keeps_its_checkpo
         assert len([e for e in fresh.load_entries("daily") if e["status"] == "ok"]) == 3
     assert daily.invoke(run_id="daily") == 6
     assert sorted(read_log(ledger)).count("tagged 1") == 2  # the first run, the second
+
+
+def test_a_run_whose_invoke_failed_on_the_store_can_be_invoked_again_in_the_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A failed final write left the record `running`, owned by this live process, and a
+    # failed checkpoint load left the run marked live here: every later invoke of the id
+    # in this process raised RunConflictError (found by a review).
+    store_dir, ledger = tmp_path / "store", str(tmp_path / "ledger")
+
+    @entrypoint(checkpointer=store_dir, max_workers=2)
+    def main(x: int) -> int:
+        return tagged(ledger, x).result(timeout=T)
+
+    put_run = Store.put_run
+    failures: list[str] = []
+
+    def disk_full_once(self: Store, record: dict[str, Any]) -> None:
+        if not failures:
+            failures.append(record["status"])
+            raise procflow.StoreError("database or disk is full (injected)")
+        put_run(self, record)
+
+    monkeypatch.setattr(Store, "put_run", disk_full_once)
+    with pytest.raises(procflow.StoreError, match="disk is full"):
+        main.invoke(1, run_id="full-disk")
+    assert failures == ["succeeded"]  # the final write
+    assert main.invoke(1, run_id="full-disk") == 1  # taken over, replayed
+    assert read_log(ledger) == ["tagged 1"]
+
+    # A checkpoint that does not load on resume: the claim is given up, owner and all.
+    marker = str(tmp_path / "marker")
+
+    @entrypoint(checkpointer=store_dir, max_workers=2)
+    def two_steps(x: int) -> str:
+        tagged(ledger, x).result(timeout=T)
+        return needs_marker(ledger, marker).result(timeout=T)
+
+    with pytest.raises(RuntimeError, match="marker missing"):
+        two_steps.invoke(2, run_id="damaged")
+    key = "chunk/damaged/00000000"
+    with Store(store_dir) as store:
+        good = store._c.get(key)
+        store._c.set(key, "garbage", tag="run/damaged")
+    with pytest.raises(procflow.StoreError, match="not a JSON list"):
+        two_steps.invoke(2, run_id="damaged")
+    with Store(store_dir) as store:
+        record = store.get_run("damaged")
+        assert record is not None and "owner" not in record
+        store._c.set(key, good, tag="run/damaged")  # repaired
+    touch(marker)
+    assert two_steps.invoke(2, run_id="damaged") == "through"
+    assert read_log(ledger).count("tagged 2") == 1  # replayed from the repaired chunk
