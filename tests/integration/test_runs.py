@@ -673,13 +673,13 @@ def test_a_run_whose_invoke_failed_on_the_store_can_be_invoked_again_in_the_proc
     key = "chunk/damaged/00000000"
     with Store(store_dir) as store:
         good = store._c.get(key)
-        store._c.set(key, "garbage", tag="run/damaged")
+        store._c.set(key, "garbage", tag="run:damaged")
     with pytest.raises(procflow.StoreError, match="not a JSON list"):
         two_steps.invoke(2, run_id="damaged")
     with Store(store_dir) as store:
         record = store.get_run("damaged")
         assert record is not None and "owner" not in record
-        store._c.set(key, good, tag="run/damaged")  # repaired
+        store._c.set(key, good, tag="run:damaged")  # repaired
     touch(marker)
     assert two_steps.invoke(2, run_id="damaged") == "through"
     assert read_log(ledger).count("tagged 2") == 1  # replayed from the repaired chunk
