@@ -319,6 +319,7 @@ class _PydanticCodec(Codec):
 
         self._invalid = pydantic.ValidationError
         try:
+            _restore_missing_sentinels(self.annotation, set())
             annotation = _modern_typeddicts(self.annotation)
             self._adapter = pydantic.TypeAdapter(annotation)
         except (pydantic.PydanticUserError, pydantic.PydanticUndefinedAnnotation, TypeError):
@@ -495,6 +496,38 @@ def codec_for(annotation: object) -> Codec:
     codec = _make(annotation)
     _CODECS[annotation] = codec
     return codec
+
+
+def _restore_missing_sentinels(annotation: Any, seen: set[int]) -> None:
+    """Put ``dataclasses.MISSING`` back into the fields of dataclasses rebuilt by value.
+
+    A task defined in a script (``__main__``) or a notebook travels to the worker by
+    value, and the dataclasses it names with it. cloudpickle rebuilds their fields with
+    a new ``_MISSING_TYPE`` instance where ``MISSING`` was, which reads as a default:
+    pydantic then refused the class ("cannot specify both default and
+    default_factory"), and the annotation fell back to plain JSON, so a result was
+    refused and an argument arrived as a dict. Fixed in place, once per class.
+    """
+    import dataclasses
+
+    if id(annotation) in seen:
+        return
+    seen.add(id(annotation))
+    if isinstance(annotation, type) and dataclasses.is_dataclass(annotation):
+        missing_type = type(dataclasses.MISSING)
+        for field in dataclasses.fields(annotation):
+            if isinstance(field.default, missing_type):
+                field.default = dataclasses.MISSING
+            if isinstance(field.default_factory, missing_type):
+                field.default_factory = dataclasses.MISSING
+        try:
+            hints = typing.get_type_hints(annotation)
+        except Exception:  # an unresolvable string annotation: pydantic reports it
+            hints = {}
+        for hint in hints.values():
+            _restore_missing_sentinels(hint, seen)
+    for arg in typing.get_args(annotation):
+        _restore_missing_sentinels(arg, seen)
 
 
 def _modern_typeddicts(annotation: Any) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 import threading
 from pathlib import Path
@@ -181,3 +182,62 @@ def test_a_non_json_entrypoint_result_fails_the_run(tmp_path: Path) -> None:
 
     with pytest.raises(procflow.NotSerializableError, match="result"):
         main.invoke()
+
+
+DATACLASSES_IN_A_SCRIPT = """
+import json
+from dataclasses import dataclass, field
+
+from procflow import entrypoint, task
+
+
+@dataclass
+class Tag:
+    label: str
+    weight: float = 1.0
+
+
+@dataclass
+class Stats:
+    rows: int
+    name: str = "unnamed"
+    tags: list[Tag] = field(default_factory=list)
+
+
+@task
+def count(n: int) -> Stats:
+    return Stats(rows=n, tags=[Tag("big")] if n > 2 else [])
+
+
+@task
+def describe(stats: Stats) -> str:
+    # A Stats, not the dict it travelled as; its defaults filled in by the class.
+    return f"{type(stats).__name__} {stats.rows} {stats.name} {[t.label for t in stats.tags]}"
+
+
+@entrypoint(checkpointer=False, max_workers=2)
+def main(n: int) -> list:
+    stats = count(n).result(timeout=30)
+    return [type(stats).__name__, stats.rows, describe(Stats(rows=n)).result(timeout=30),
+            describe(stats).result(timeout=30)]
+
+
+if __name__ == "__main__":
+    print(json.dumps(main.invoke(3)))
+"""
+
+
+def test_dataclasses_defined_in_a_script_round_trip_through_process_tasks(
+    tmp_path: Path,
+) -> None:
+    # A script's tasks travel to the workers by value, their dataclasses with them, and
+    # cloudpickle rebuilt the fields with another MISSING: pydantic refused the class,
+    # so a result was refused ("not JSON-serializable; annotate...", though it was) and
+    # an argument arrived as a dict (found by a new-user trial).
+    from support import env_with, run
+
+    script = tmp_path / "stats_flow.py"
+    script.write_text(DATACLASSES_IN_A_SCRIPT)
+    code, out, err = run([str(script)], env_with(), timeout=60, cwd=tmp_path)
+    assert code == 0, err
+    assert json.loads(out) == ["Stats", 3, "Stats 3 unnamed []", "Stats 3 unnamed ['big']"]
