@@ -93,7 +93,7 @@ class Dispatches:
                     (
                         call.token,
                         call.call_id,
-                        call.task.payload(),
+                        call.task.payload(call.run),
                         _serde.dumps([call.args, call.kwargs]),
                         call.attempt,
                         call.run.run_id,

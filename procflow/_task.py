@@ -12,6 +12,7 @@ import functools
 import inspect
 import os
 import sys
+import weakref
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar, overload
 
@@ -83,7 +84,7 @@ class Task(Generic[P, R]):
         functools.update_wrapper(self, fn)
         self._signature: inspect.Signature | None = None
         self._annotated: bool | None = None
-        self._payload: bytes | None = None
+        self._payloads: weakref.WeakKeyDictionary[object, bytes] = weakref.WeakKeyDictionary()
         self._file_names_found: FileNames | None = None
         self._param_codecs: dict[str, _serde.Codec] | None = None
         self._result_codec: _serde.Codec | None = None
@@ -297,13 +298,20 @@ class Task(Generic[P, R]):
             self._file_names_found = file_names(self.fn) or {}
         return self._file_names_found
 
-    def payload(self) -> bytes:
-        """This task pickled once per process (cloudpickle), for shipping to workers."""
-        if self._payload is None:
+    def payload(self, run: object) -> bytes:
+        """This task pickled (cloudpickle) for shipping to workers, once per run.
+
+        Not once per process: a task defined in a script or a notebook travels by value,
+        with the values of the globals it reads, and a later run must see them as they
+        are then (a parameter changed between two invokes), as thread and inline tasks
+        do. Scheduler thread only.
+        """
+        payload = self._payloads.get(run)
+        if payload is None:
             import cloudpickle
 
-            self._payload = cloudpickle.dumps(self)
-        return self._payload
+            payload = self._payloads[run] = cloudpickle.dumps(self)
+        return payload
 
     def __repr__(self) -> str:
         return f"<procflow task {self.name!r}>"

@@ -241,3 +241,42 @@ def test_dataclasses_defined_in_a_script_round_trip_through_process_tasks(
     code, out, err = run([str(script)], env_with(), timeout=60, cwd=tmp_path)
     assert code == 0, err
     assert json.loads(out) == ["Stats", 3, "Stats 3 unnamed []", "Stats 3 unnamed ['big']"]
+
+
+GLOBALS_CHANGED_BETWEEN_INVOKES = """
+import json
+
+from procflow import entrypoint, task
+
+SCALE = 1
+
+
+@task
+def scaled(x: int) -> int:
+    return x * SCALE
+
+
+@entrypoint(checkpointer=False, max_workers=1)
+def main(x: int) -> int:
+    return scaled(x).result(timeout=30)
+
+
+if __name__ == "__main__":
+    first = main.invoke(10)
+    SCALE = 100  # a notebook's parameter cell, changed and run again
+    print(json.dumps([first, main.invoke(10)]))
+"""
+
+
+def test_a_script_task_sees_its_globals_as_they_are_when_each_run_starts(
+    tmp_path: Path,
+) -> None:
+    # The task was pickled once per process, with the globals it reads: a later invoke
+    # in the same process still saw SCALE = 1 (found by a new-user trial).
+    from support import env_with, run
+
+    script = tmp_path / "scaled_flow.py"
+    script.write_text(GLOBALS_CHANGED_BETWEEN_INVOKES)
+    code, out, err = run([str(script)], env_with(), timeout=60, cwd=tmp_path)
+    assert code == 0, err
+    assert json.loads(out) == [10, 1000]
