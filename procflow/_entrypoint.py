@@ -31,7 +31,7 @@ from ._driver import (
     _Terminated,
 )
 from ._events import Event
-from ._policies import CachePolicy, RetryPolicy
+from ._policies import CachePolicy, RetryPolicy, check_task_options
 from ._task import task_identity
 from .errors import ProcflowError
 
@@ -100,7 +100,8 @@ class Entrypoint(Generic[R]):
     ) -> None:
         if executor not in ("process", "thread", "inline"):
             raise ValueError(f"entrypoint executor must be process, thread or inline: {executor!r}")
-        if max_workers is not None and max_workers < 1:
+        check_task_options(f"entrypoint {fn.__qualname__!r}", retry_policy, cache_policy)
+        if max_workers is not None and not (isinstance(max_workers, int) and max_workers >= 1):
             raise ValueError(f"max_workers must be >= 1, got {max_workers!r}")
         self.fn = fn
         self.name = task_identity(fn, name)

@@ -20,7 +20,7 @@ from . import _serde
 from ._context import current_call_var, find_run
 from ._filenames import FileNames, file_names, restore_file_names
 from ._futures import TaskFuture
-from ._policies import CachePolicy, RetryPolicy
+from ._policies import CachePolicy, RetryPolicy, check_task_options
 from .errors import OutsideRunError
 
 if TYPE_CHECKING:
@@ -66,6 +66,9 @@ class Task(Generic[P, R]):
     ) -> None:
         if not callable(fn):
             raise TypeError(f"@task needs a function, got {fn!r}")
+        check_task_options(
+            f"task {fn.__qualname__!r}", retry_policy, cache_policy, timeout, max_concurrency
+        )
         if executor is not None and executor not in _EXECUTORS:
             raise ValueError(f"task {fn.__qualname__!r}: executor must be one of {_EXECUTORS}")
         if timeout is not None and timeout <= 0:

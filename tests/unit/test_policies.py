@@ -302,3 +302,73 @@ def test_key_func_must_return_a_str(bad: object) -> None:
         policy.argument_key((1,), {}, "[[1],{}]")
     assert "key_func" in str(info.value)
     assert type(bad).__name__ in str(info.value)
+
+
+# -- options of the wrong type are refused at once (found by a new-user trial) ---------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "words"),
+    [
+        ({"retry_on": "OSError"}, "not the string 'OSError'"),
+        ({"retry_on": int}, "must be an exception class"),
+        ({"retry_on": ()}, "non-empty tuple"),
+        ({"retry_on": (OSError, "ValueError")}, "non-empty tuple"),
+        ({"max_attempts": 2.5}, "must be an int"),
+        ({"max_attempts": True}, "must be an int"),
+        ({"initial_interval": "1s"}, "number of seconds"),
+        ({"backoff_factor": None}, "must be a number"),
+        ({"jitter": "yes"}, "True or False"),
+    ],
+)
+def test_retry_policy_refuses_options_of_the_wrong_type(
+    kwargs: dict[str, object], words: str
+) -> None:
+    # retry_on="OSError" was accepted, and a task raising OSError then got one attempt:
+    # a typo silently turned retries off.
+    with pytest.raises(TypeError, match="RetryPolicy") as info:
+        RetryPolicy(**kwargs)  # type: ignore[arg-type]
+    assert words in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "words"),
+    [({"key_func": "x"}, "must be a function"), ({"ttl": "1h"}, "number of seconds")],
+)
+def test_cache_policy_refuses_options_of_the_wrong_type(
+    kwargs: dict[str, object], words: str
+) -> None:
+    with pytest.raises(TypeError, match="CachePolicy") as info:
+        CachePolicy(**kwargs)  # type: ignore[arg-type]
+    assert words in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("options", "words"),
+    [
+        ({"retry_policy": 3}, "retry_policy must be a procflow.RetryPolicy"),
+        ({"cache_policy": True}, "cache_policy must be a procflow.CachePolicy"),
+        ({"timeout": "5"}, "timeout must be a number of seconds"),
+        ({"max_concurrency": 1.5}, "max_concurrency must be an int"),
+    ],
+)
+def test_task_and_entrypoint_refuse_policies_of_the_wrong_type(
+    options: dict[str, object], words: str
+) -> None:
+    from procflow import entrypoint, task
+
+    def work(x: int) -> int:
+        return x
+
+    with pytest.raises(TypeError, match="task 'test_task_and_entrypoint") as info:
+        task(**options)(work)  # type: ignore[call-overload]
+    assert words in str(info.value)
+    if set(options) <= {"retry_policy", "cache_policy"}:
+        with pytest.raises(TypeError, match="entrypoint 'test_task_and_entrypoint") as info:
+            entrypoint(checkpointer=False, **options)(work)  # type: ignore[call-overload]
+        assert words in str(info.value)
+
+
+def test_retry_on_accepts_classes_tuples_and_predicates() -> None:
+    for retry_on in (OSError, (OSError, ValueError), lambda e: True, BaseException):
+        RetryPolicy(retry_on=retry_on)  # type: ignore[arg-type]
