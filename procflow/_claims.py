@@ -17,6 +17,7 @@ import atexit
 import contextlib
 import fcntl
 import mmap
+import multiprocessing.util
 import os
 import tempfile
 import threading
@@ -34,11 +35,23 @@ def _board_dir() -> str | None:
     return "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
 
 
+# A board's file is named after its driver, which holds a POSIX record lock on the byte
+# past the slots for as long as it lives (the kernel drops it when the process dies, and
+# record locks do not interact with the flocks of claims). A driver killed by SIGKILL or
+# the OOM killer cannot remove its board, so each new board removes the boards whose
+# driver is gone (256 KiB of memory each under /dev/shm).
+_PREFIX = "procflow-claims-"
+_ALIVE_BYTE = SLOTS * _SLOT_BYTES
+
+
 class ClaimBoard:
     """The driver's side: reset a slot at dispatch, revoke it on cancel."""
 
     def __init__(self) -> None:
-        fd, self.path = tempfile.mkstemp(prefix="procflow-claims-", dir=_board_dir())
+        directory = _board_dir()
+        _remove_orphans(directory)
+        fd, self.path = tempfile.mkstemp(prefix=f"{_PREFIX}{os.getpid()}-", dir=directory)
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, _ALIVE_BYTE)
         os.ftruncate(fd, SLOTS * _SLOT_BYTES)
         self._fd = fd
         self._map = mmap.mmap(fd, SLOTS * _SLOT_BYTES)
@@ -46,6 +59,9 @@ class ClaimBoard:
         self._lock = threading.Lock()  # flock is per open file; threads share ours
         self._owner = os.getpid()
         atexit.register(self.close)
+        # A process multiprocessing forked ends with os._exit, after its own exit hook
+        # (not atexit's): close there too.
+        multiprocessing.util.Finalize(None, self.close, exitpriority=100)
 
     def reset(self, token: int) -> None:
         """Mark a call queued just before it is dispatched (nobody else has it yet)."""
@@ -78,6 +94,34 @@ class ClaimBoard:
             os.close(self._fd)
         with contextlib.suppress(OSError):
             os.unlink(self.path)
+
+
+def _remove_orphans(directory: str | None) -> None:
+    """Remove the boards of drivers that died without removing them (best effort)."""
+    directory = directory or tempfile.gettempdir()
+    mine = f"{_PREFIX}{os.getpid()}-"
+    try:
+        names = [n for n in os.listdir(directory) if n.startswith(_PREFIX)]
+    except OSError:
+        return
+    for name in names:
+        owner = name[len(_PREFIX) :].partition("-")[0]
+        if not owner.isdigit() or name.startswith(mine):
+            continue  # not a board of this scheme, or this process's own
+        path = os.path.join(directory, name)
+        try:
+            fd = os.open(path, os.O_RDWR)
+        except OSError:
+            continue
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, _ALIVE_BYTE)
+        except OSError:
+            pass  # its driver holds the lock: alive
+        else:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        finally:
+            os.close(fd)
 
 
 _board: ClaimBoard | None = None

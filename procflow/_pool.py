@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import multiprocessing.util
 import os
 import sys
 import threading
@@ -221,6 +222,10 @@ def get_pool(
                 # Stop workers while the interpreter is whole; loky's own clean-up at
                 # teardown prints "Exception ignored" noise.
                 atexit.register(shutdown_all, True)
+                # A process multiprocessing forked ends with os._exit after its own exit
+                # hook, which joins child processes first: loky's workers would keep it
+                # waiting until their idle timeout (300 s). Stop them before that join.
+                multiprocessing.util.Finalize(None, shutdown_all, args=(True,), exitpriority=100)
                 _atexit_registered = True
         pool.last_used = time.monotonic()
         return pool

@@ -31,3 +31,13 @@ def test_a_forked_child_runs_on_its_own_pool_and_leaves_the_parents(tmp_path: Pa
     assert report["channel_socket_kept"] and report["claims_board_kept"]
     assert set(report["again"]) <= pool
     assert set(report["pool_after"]) == pool  # the same pool, not a replacement
+
+
+def test_a_multiprocessing_fork_child_that_ran_a_run_exits_at_once(tmp_path: Path) -> None:
+    # Such a child ends with os._exit after multiprocessing's exit hook, which joins the
+    # child's processes: loky's workers kept it there for their 300 s idle timeout, and
+    # its claims board stayed in /dev/shm (found by a review).
+    code, out, err = run([str(SCRIPTS / "mp_fork_child.py"), str(tmp_path / "store")], env_with())
+    assert code == 0, err
+    report = json.loads(out.strip().splitlines()[-1])
+    assert report == {"exitcode": 0, "result": 12, "board_left": False}, err
