@@ -15,6 +15,7 @@ from ._keys import FUTURE_MARKER
 
 if TYPE_CHECKING:
     from ._policies import RetryPolicy
+    from ._pool import Pool
     from ._run import Run
     from ._task import Task
 
@@ -43,6 +44,7 @@ class Call:
         "looked_up",
         "pending",
         "policy",
+        "pool",
         "run",
         "running",
         "started",
@@ -76,6 +78,7 @@ class Call:
         self.pending = 0
         self.started = 0.0  # wall-clock start of the running attempt, once known
         self.token = 0  # this dispatch's number, which the worker's messages carry
+        self.pool: Pool | None = None  # the pool of its latest process dispatch
         self.breaks = 0  # pool breaks this call was in flight for, culprit unknown
         self.cache_key: str | None = None  # set on a cache miss: store the result there
         # One dict per finished attempt (pid, start, end, cpu, error): the store keeps it.

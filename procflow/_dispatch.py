@@ -84,6 +84,7 @@ class Dispatches:
             specs = []
             for call in batch:
                 call.started = 0.0
+                call.pool = pool
                 call.token = token = next(self._tokens)
                 self._dispatched[token] = call
                 self.claims.reset(token)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import signal
 import sys
 import threading
@@ -176,12 +177,12 @@ class _RunDriver(Generic[R]):
         )
 
     def stop(self) -> None:
-        """Stop the run from another thread (a closed stream): like Ctrl-C."""
-        from ._pool import shutdown_all
-
-        self.run.stopping = True
-        self.run.cancel_pending()
-        shutdown_all(kill=True)
+        """Stop the run from another thread (a closed stream): like Ctrl-C, except that
+        only this run's calls are stopped, not other runs' in the process."""
+        run = self.run
+        run.stopping = True
+        run.cancel_pending()
+        run.scheduler.call_soon(functools.partial(run.scheduler.stop_run_workers, run))
 
     def _started(self) -> None:
         self.run.emit(
@@ -232,8 +233,11 @@ class _RunDriver(Generic[R]):
                 result = await body
             except _InterruptSignal as paused:
                 await asyncio.to_thread(self._paused, paused)
-            except (KeyboardInterrupt, asyncio.CancelledError) as stop:
-                self._stopped(stop)
+            except (KeyboardInterrupt, asyncio.CancelledError):
+                # Off the loop: the run's async calls on it must be able to finish
+                # their cancellation while the stop waits for them.
+                await asyncio.shield(asyncio.to_thread(self._stop_and_record, False))
+                raise
             except BaseException as exc:
                 await asyncio.to_thread(self._failed, exc)
                 raise
@@ -275,18 +279,26 @@ class _RunDriver(Generic[R]):
 
     def _stopped(self, stop: BaseException) -> None:
         """Ctrl-C or SIGTERM: stop promptly; nothing is recorded as a task failure."""
-        from ._pool import shutdown_all
-
-        run = self.run
         with _signals_ignored():
-            run.stopping = True
-            run.cancel_pending()
-            shutdown_all(kill=True)
-            run.wait_idle(timeout=10)
-            self._record("interrupted", reason="signal")
+            self._stop_and_record(True)
         if isinstance(stop, _Terminated):
             raise SystemExit(143) from None
         raise stop
+
+    def _stop_and_record(self, whole_process: bool) -> None:
+        """Stop the run's calls and record it interrupted. A signal stops every pool of
+        the process; a cancelled ainvoke only this run's calls."""
+        from ._pool import shutdown_all
+
+        run = self.run
+        run.stopping = True
+        run.cancel_pending()
+        if whole_process:
+            shutdown_all(kill=True)
+        else:
+            run.scheduler.call_soon(functools.partial(run.scheduler.stop_run_workers, run))
+        run.wait_idle(timeout=10)
+        self._record("interrupted", reason="signal")
 
     def _record(self, status: str, **fields: Any) -> None:
         if self.store is not None and self.record is not None:
@@ -358,6 +370,7 @@ def _install_sigterm() -> Callable[[], None]:
         return lambda: None
 
     def restore() -> None:
-        signal.signal(signal.SIGTERM, previous)
+        # None: a handler installed outside Python, which cannot be put back from here.
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
     return restore

@@ -11,13 +11,13 @@ import functools
 import itertools
 import os
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from typing import Any, Protocol
 
 from ._calls import Call
 from ._context import CallInfo
 from ._failures import timeout_error
-from ._worker import Outcome, execute, execute_async, fresh_copy
+from ._worker import Outcome, error_envelope, execute, execute_async, fresh_copy
 
 __all__ = ["LocalCalls"]
 
@@ -86,10 +86,17 @@ class LocalCalls:
             )
 
     def _local_callback(self: _Host, token: int, call_id: str, fut: Future[Outcome]) -> None:
-        """Post a thread or async call's outcome (its envelope never raises). An async
-        call cancelled before its coroutine started (its loop was ending) never ran."""
-        if fut.cancelled():
-            self.post("local", token, (call_id, False, {"kind": "revoked"}, {"pid": os.getpid()}))
+        """Post a thread or async call's outcome (its envelope never raises), or the
+        cancellation of an async call whose run stopped: dropped, as the run stops."""
+        if fut.cancelled():  # its run stopped (Run.cancel_async), started or not
+            stopped = CancelledError(
+                f"async task call {call_id[:16]} was cancelled: its run stopped"
+            )
+            self.post(
+                "local",
+                token,
+                (call_id, False, error_envelope(stopped, None), {"pid": os.getpid()}),
+            )
         else:
             self.post("local", token, fut.result())
 

@@ -398,11 +398,14 @@ class Run:
         try:
             await asyncio.wait([asyncio.wrap_future(f) for f in pending])
         except asyncio.CancelledError:
+            self.stopping = True
             self.cancel_async(pending)
             raise
 
     def release_loop_now(self) -> None:
-        """``release_loop`` for a body that was cancelled: nothing waits."""
+        """``release_loop`` for a body that was cancelled (ainvoke cancelled, the loop
+        stopping): the run stops, and its async calls are cancelled, nothing waits."""
+        self.stopping = True
         self.cancel_async(self._detach_loop())
 
     def _detach_loop(self) -> list[Future[Outcome]]:
@@ -414,8 +417,8 @@ class Run:
 
     @staticmethod
     def cancel_async(pending: list[Future[Outcome]]) -> None:
-        # One not started is cancelled here (its outcome: revoked, it never ran); one
-        # running is cancelled by asyncio.run's teardown, and reports its cancellation.
+        # run_coroutine_threadsafe's future stays pending until its coroutine ends, so
+        # this cancels the coroutine, started or not; its run is stopping, and drops it.
         for future in pending:
             future.cancel()
 

@@ -252,8 +252,8 @@ class Scheduler(Dispatches, LocalCalls, PoolBreaks, GroupCommits):
         if self._channel is None or self._dispatched.get(token) is not call:
             return
         self._channel.read_ready()  # an outcome that came meanwhile clears `running`
-        if self._channel.running_on(pid) == token:
-            call.run.pool().kill_worker(pid, token)
+        if self._channel.running_on(pid) == token and call.pool is not None:
+            call.pool.kill_worker(pid, token)  # its pool, even if the run has another now
 
     def _fire_timers(self) -> None:
         now = time.monotonic()
@@ -449,6 +449,21 @@ class Scheduler(Dispatches, LocalCalls, PoolBreaks, GroupCommits):
         for call in list(self._dispatched.values()):
             if call.run is run and not call.running:
                 call.future.cancel()  # waiting in a worker's queue: revoked, never runs
+
+    def stop_run_workers(self, run: Any) -> None:
+        """Stop one run's process calls in flight, for a stop of that run alone (a closed
+        stream, a cancelled ainvoke; scheduler thread only). A pool with no other run's
+        call in flight is replaced, as Ctrl-C replaces them all. In a pool shared with
+        other runs the run's running calls are left to finish (and their results are
+        checkpointed): killing a worker breaks the whole loky pool, and the other runs'
+        calls would start over."""
+        pools = {id(c.pool): c.pool for c in self._dispatched.values() if c.run is run}
+        for pool in pools.values():
+            if pool is not None and not any(
+                c.pool is pool and c.run is not run for c in self._dispatched.values()
+            ):
+                _pool.replace_pool(pool)
+                run.forget_pool()
 
 
 _scheduler: Scheduler | None = None

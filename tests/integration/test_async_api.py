@@ -4,7 +4,9 @@ called inside a running event loop (a notebook)."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -254,3 +256,57 @@ def test_an_async_body_that_raises_with_an_async_call_just_made_does_not_hang(
     with procflow.Store(tmp_path / "store") as store:
         record = store.get_run("raises")
     assert record is not None and record["status"] == "failed"
+
+
+@procflow.task
+async def waits_for_gate(gate: str) -> str:
+    for _ in range(int(T / 0.01)):
+        if Path(gate).exists():
+            return "opened"
+        await asyncio.sleep(0.01)
+    return "gave up"
+
+
+def test_cancelling_ainvoke_stops_the_run_without_blocking_the_callers_loop(
+    tmp_path: Path,
+) -> None:
+    # The stop ran on the loop and waited up to 10 s for the run's async calls, which
+    # needed that loop to finish: the caller's whole event loop froze (found by a
+    # review). The run is recorded interrupted, and resumes.
+    gate = str(tmp_path / "gate")
+
+    @entrypoint(checkpointer=tmp_path / "store")
+    async def flow() -> str:
+        return await waits_for_gate(gate)
+
+    async def cancel_it() -> tuple[str, float]:
+        ticks: list[float] = []
+
+        async def ticker() -> None:
+            while True:
+                ticks.append(time.monotonic())
+                await asyncio.sleep(0.01)
+
+        beat = asyncio.ensure_future(ticker())
+        try:
+            await asyncio.wait_for(flow.ainvoke(run_id="cancelled"), timeout=0.3)
+        except asyncio.TimeoutError:
+            outcome = "cancelled"
+        else:
+            outcome = "finished"
+        await asyncio.sleep(0.2)  # the loop goes on after the cancellation too
+        beat.cancel()
+        longest_stall = max(b - a for a, b in itertools.pairwise(ticks))
+        return outcome, longest_stall
+
+    started = time.monotonic()
+    outcome, longest_stall = asyncio.run(cancel_it())
+    took = time.monotonic() - started
+    assert outcome == "cancelled"
+    assert longest_stall < 5, f"the caller's loop stalled {longest_stall:.1f} s"
+    assert took < 8, f"the cancelled run took {took:.1f} s to stop"  # was 10 s and more
+    with procflow.Store(tmp_path / "store") as store:
+        record = store.get_run("cancelled")
+    assert record is not None and record["status"] == "interrupted"
+    Path(gate).touch()
+    assert flow.invoke(run_id="cancelled") == "opened"

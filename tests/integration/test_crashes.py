@@ -264,3 +264,36 @@ def test_an_unexpected_error_in_a_group_commit_fails_its_calls_instead_of_hangin
     assert "a resume runs them again" in message
     with procflow.Store(tmp_path / "store") as store:
         assert [e["status"] for e in store.load_entries("overflow")] == ["ok"]  # square(4)
+
+
+def test_a_sigterm_handler_installed_outside_python_does_not_break_the_runs_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # signal.signal returns None for a handler installed outside Python (a C library,
+    # an embedding program); putting None back raised TypeError at the end of every
+    # run, hiding its result (found by a review). SIG_DFL is restored instead.
+    import signal as signals
+
+    real = signals.signal
+    saved = real(signals.SIGTERM, signals.SIG_DFL)
+    first: list[bool] = []
+
+    def as_if_installed_outside_python(signum: int, handler: Any) -> Any:
+        previous = real(signum, handler)
+        if signum == signals.SIGTERM and not first:
+            first.append(True)
+            return None
+        return previous
+
+    monkeypatch.setattr(signals, "signal", as_if_installed_outside_python)
+    try:
+
+        @entrypoint(checkpointer=False, max_workers=1)
+        def main() -> int:
+            return ct.square(5).result(timeout=T)
+
+        assert main.invoke() == 25
+        assert first == [True]
+        assert signals.getsignal(signals.SIGTERM) is signals.SIG_DFL
+    finally:
+        real(signals.SIGTERM, saved)

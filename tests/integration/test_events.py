@@ -248,6 +248,43 @@ def test_closing_the_stream_early_stops_the_run_and_it_resumes(tmp_path: Path) -
     assert read_log(tmp_path / "log-held")[-2:] == ["start", "end"]
 
 
+def test_closing_one_runs_stream_leaves_another_runs_calls_in_the_shared_pool(
+    tmp_path: Path,
+) -> None:
+    # Closing a stream killed every pool of the process: another run's call in the same
+    # pool started over (and after three such breaks failed). In a shared pool the
+    # closed run's running calls are now left to finish (found by a review).
+    import threading
+
+    d = str(tmp_path)
+
+    @entrypoint(checkpointer=tmp_path / "store", max_workers=2)
+    def other() -> Any:
+        return ct.gated(d, "other", "kept").result(timeout=T)
+
+    @entrypoint(checkpointer=tmp_path / "store", max_workers=2)
+    def closed() -> Any:
+        return ct.gated(d, "closed", "done").result(timeout=T)
+
+    got: dict[str, Any] = {}
+    runner = threading.Thread(target=lambda: got.setdefault("other", other.invoke(run_id="o")))
+    runner.start()
+    try:
+        assert ct.wait_for_file(tmp_path / "started-other")
+        stream = closed.stream(run_id="c")
+        for event in stream:
+            if event.kind == "task_started":
+                break
+        touch(tmp_path / "gate-closed")  # its call may finish: the close waits for it
+        stream.close()
+    finally:
+        touch(tmp_path / "gate-other")
+        runner.join(timeout=T)
+    assert got == {"other": "kept"}
+    assert read_log(tmp_path / "log-other") == ["start", "end"]  # it ran once
+    assert read_log(tmp_path / "log-closed") == ["start", "end"]
+
+
 # -- events only for listeners -------------------------------------------------------------------
 def test_events_are_not_built_when_nobody_listens(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
