@@ -231,12 +231,17 @@ def invoke(
     store: str | None,
     workers: int | None,
     progress: bool | None,
+    rerun_changed: bool = False,
 ) -> Outcome:
     """Run ``ep`` with its prints on stderr; the outcome says what to print and exit with."""
     from ._records import new_run_id, open_store
     from .errors import Interrupted
 
-    options: dict[str, Any] = {"progress": progress, "max_workers": workers}
+    options: dict[str, Any] = {
+        "progress": progress,
+        "max_workers": workers,
+        "rerun_changed": rerun_changed,
+    }
     if store is not None:
         options["store"] = store
     path = _store_of(ep, store)

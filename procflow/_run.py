@@ -262,7 +262,7 @@ class Run:
             else:
                 what = (
                     "those calls replayed their old results; pass rerun_changed=True to "
-                    "invoke to re-execute them"
+                    "invoke (--rerun-changed on the command line) to re-execute them"
                 )
             _callsite.warn(
                 f"{self.name_for_messages}: the code of task(s) {sorted(self.changed_tasks)} "

@@ -15,6 +15,7 @@ import shlex
 import sys
 import time
 import traceback
+import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -69,7 +70,9 @@ def command(fn: Callable[..., int | None]) -> Callable[..., None]:
             store_dir = store_dir or parent.params.get("store_dir")
             debug = debug or bool(parent.params.get("debug"))
         try:
-            code = fn(*args, store_dir=store_dir, debug=debug, **kwargs)
+            with warnings.catch_warnings():
+                warnings.showwarning = _show_warning
+                code = fn(*args, store_dir=store_dir, debug=debug, **kwargs)
         except _loader.TargetError as exc:  # UsageError: 2
             _fail_line(f"error: {exc}", debug, exc)
             code = 2 if isinstance(exc, _loader.UsageError) else 1
@@ -86,6 +89,26 @@ def command(fn: Callable[..., int | None]) -> Callable[..., None]:
             sys.exit(code)
 
     return wrapper
+
+
+_PLAIN_SHOWWARNING = warnings.showwarning
+# A run's own warnings (changed code on resume, failures nobody awaited) point at the
+# line that started the run, which under the CLI is inside click: a plain line instead.
+_OUR_DIRS = tuple(os.path.dirname(m.__file__ or "") + os.sep for m in (click, _loader))
+
+
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: Any = None,
+    line: str | None = None,
+) -> None:
+    if filename.startswith(_OUR_DIRS):
+        click.echo(f"warning: {' '.join(str(message).split())}", err=True)
+    else:
+        _PLAIN_SHOWWARNING(message, category, filename, lineno, file, line)
 
 
 def _store_path(store_dir: str | None) -> str:
@@ -132,6 +155,11 @@ def cli() -> None:
 
 
 _progress = click.option("--progress/--no-progress", default=None, help="progress bar on stderr")
+_rerun_changed = click.option(
+    "--rerun-changed",
+    is_flag=True,
+    help="re-execute checkpointed calls of tasks whose code changed, instead of replaying them",
+)
 _workers = click.option("--workers", type=click.IntRange(min=1), help="process pool size")
 
 
@@ -141,6 +169,7 @@ _workers = click.option("--workers", type=click.IntRange(min=1), help="process p
 @click.option("--run-id", default=None, help="name the run (resumes it if it exists)")
 @_workers
 @_progress
+@_rerun_changed
 @command
 def run(target: str, input_text: str | None, run_id: str | None, **opts: Any) -> int:
     """Run TARGET: module:entrypoint or path/to/file.py:entrypoint."""
@@ -151,7 +180,13 @@ def run(target: str, input_text: str | None, run_id: str | None, **opts: Any) ->
     args = _loader.input_args(ep, input_text)
     store = _store_path(opts["store_dir"]) if opts["store_dir"] else None
     outcome = _loader.invoke(
-        ep, args, run_id=run_id, store=store, workers=opts["workers"], progress=opts["progress"]
+        ep,
+        args,
+        run_id=run_id,
+        store=store,
+        workers=opts["workers"],
+        progress=opts["progress"],
+        rerun_changed=opts["rerun_changed"],
     )
     return _finish(outcome, opts["debug"])
 
@@ -161,6 +196,7 @@ def run(target: str, input_text: str | None, run_id: str | None, **opts: Any) ->
 @click.option("--value", "value_text", metavar="JSON", help="answer to the run's interrupt")
 @_workers
 @_progress
+@_rerun_changed
 @command
 def resume(run_id: str, value_text: str | None, **opts: Any) -> int:
     """Resume a failed, interrupted or dead run (in its own folder)."""
@@ -194,6 +230,7 @@ def resume(run_id: str, value_text: str | None, **opts: Any) -> int:
         store=str(store.path),
         workers=opts["workers"],
         progress=opts["progress"],
+        rerun_changed=opts["rerun_changed"],
     )
     return _finish(outcome, opts["debug"])
 

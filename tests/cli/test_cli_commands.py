@@ -335,3 +335,52 @@ def test_console_script_entry_point() -> None:
     for name in ("run", "resume", "runs", "show", "cache", "prune", "report"):
         assert f"  {name} " in out
     assert sys.executable
+
+
+CHANGING = """
+from pathlib import Path
+
+from procflow import entrypoint, task
+
+HERE = Path(__file__).resolve().parent
+
+
+@task
+def step(x: int) -> int:
+    with open(HERE / "ledger", "a") as ledger:
+        ledger.write(f"step {x}\\n")
+    return x * 1
+
+
+@entrypoint
+def main(x: int) -> int:
+    first = step(x).result()
+    if not (HERE / "go").exists():
+        raise RuntimeError("not yet")
+    return first
+"""
+
+
+def test_resume_rerun_changed_and_the_changed_code_warning(pf: Run, tmp_path: Path) -> None:
+    # The warning named click's core.py as its place and told CLI users to pass
+    # rerun_changed=True to invoke, which they cannot (found by a new-user trial).
+    script = tmp_path / "changing.py"
+    script.write_text(CHANGING)
+    for run_id in ("kept", "rerun"):
+        code, _, err = pf("run", "changing.py:main", "--input", "5", "--run-id", run_id)
+        assert code == 1 and "not yet" in err
+    script.write_text(CHANGING.replace("return x * 1", "return x * 2"))
+    (tmp_path / "go").touch()
+
+    code, out, err = pf("resume", "kept")
+    assert code == 0, err
+    assert json_line(out) == 5  # replayed
+    [warning] = [line for line in err.splitlines() if "changed" in line]
+    assert warning.startswith("warning: run 'kept': the code of task(s) ['changing.step']")
+    assert "--rerun-changed on the command line" in warning
+
+    code, out, err = pf("resume", "rerun", "--rerun-changed")
+    assert code == 0, err
+    assert json_line(out) == 10  # re-executed with the new code
+    assert "re-executed (rerun_changed=True)" in err
+    assert (tmp_path / "ledger").read_text().splitlines() == ["step 5"] * 3
