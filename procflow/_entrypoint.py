@@ -137,12 +137,10 @@ class Entrypoint(Generic[R]):
         self.__name__ = getattr(fn, "__name__", self.name)
         self.__doc__ = fn.__doc__
 
-    def input_from_plain(self, plain: Any, where: str = "input") -> Any:
-        """The typed input for a JSON-shaped value (the CLI's ``--input``), checked:
-        converted as JSON is (a dict becomes a model), then validated strictly."""
-        typed = self._input_codec.from_plain(plain, where)
-        self._input_codec.to_plain(typed, where, None)
-        return typed
+    def input_from_json(self, text: str, where: str = "input") -> Any:
+        """The typed input for JSON text (the CLI's ``--input``), as strictly checked as
+        a value passed to ``invoke``: a dict becomes a model, but "5" is not an int."""
+        return self._input_codec.from_json(text, where)
 
     def result_to_plain(self, value: Any) -> Any:
         """The JSON-shaped form of a result of this entrypoint (for printing it)."""

@@ -153,12 +153,11 @@ def input_args(ep: Any, text: str | None) -> tuple[Any, ...]:
         if param.default is inspect.Parameter.empty:
             raise UsageError(f"entrypoint {ep.name!r} takes an input: pass --input JSON")
         return (param.default,)
-    value = json_arg(text, "--input")
+    json_arg(text, "--input")
     if not ep.takes_input:
         raise UsageError(f"entrypoint {ep.name!r} takes no input; drop --input")
-    try:  # the plain JSON made into the annotated type (a model, a dataclass...), checked
-        typed = ep.input_from_plain(value, "--input")
-        return (typed,)
+    try:  # the JSON made into the annotated type (a model, a dataclass...), checked
+        return (ep.input_from_json(text, "--input"),)
     except Exception as exc:
         raise UsageError(f"--input does not fit entrypoint {ep.name!r}: {exc}") from exc
 

@@ -252,6 +252,13 @@ class Codec:
         """The typed value for this annotation (the plain value itself here)."""
         return plain
 
+    def from_json(self, text: str, where: str, task: str | None = None) -> object:
+        """The typed value for JSON a user wrote (the CLI's ``--input``), as strict as a
+        Python caller's value is: converted as its JSON form is, then checked."""
+        typed = self.from_plain(json.loads(text), where, task)
+        self.to_plain(typed, where, task)
+        return typed
+
 
 class _BuiltinCodec(Codec):
     """Bare int, float, str, bool, list, dict and None: checked here, without pydantic."""
@@ -359,6 +366,19 @@ class _PydanticCodec(Codec):
         except self._invalid as exc:
             raise _validation_error(exc, plain, where, task) from exc
 
+    def from_json(self, text: str, where: str, task: str | None = None) -> object:
+        # pydantic's strict JSON mode: "5" is no int (from_plain's lax mode made it one),
+        # while an ISO string is a datetime and a list a tuple, as JSON has no such types.
+        adapter = self._adapter if self._adapter is not _UNBUILT else self._build()
+        if adapter is None:
+            return super().from_json(text, where, task)
+        try:
+            typed = adapter.validate_json(text, strict=True)
+        except self._invalid as exc:
+            raise _validation_error(exc, json.loads(text), where, task) from exc
+        self.to_plain(typed, where, task)
+        return typed
+
 
 class _ScalarsCodec(Codec):
     """``list[X]`` and ``dict[str, X]`` of int, float, str or bool: what a map's reduce
@@ -407,6 +427,9 @@ class _ScalarsCodec(Codec):
         if self._exact(plain):
             return dict(plain) if self._keyed else list(plain)  # type: ignore[call-overload]
         return self._slow.from_plain(plain, where, task)
+
+    def from_json(self, text: str, where: str, task: str | None = None) -> object:
+        return self._slow.from_json(text, where, task)
 
 
 _SCALAR_ITEMS = (int, float, str, bool)

@@ -130,3 +130,43 @@ def test_input_args(tmp_path: Path) -> None:
     assert _loader.resume_args(ep, {"input": 3}, None, False) == (3,)
     (command,) = _loader.resume_args(ep, {"input": 3}, "yes", True)
     assert command.resume == "yes"
+
+
+TYPED_INPUTS = """
+import datetime as dt
+
+import pydantic
+from procflow import entrypoint
+
+
+class Cfg(pydantic.BaseModel):
+    n: int
+    when: dt.datetime
+    pair: tuple[int, int] = (0, 0)
+
+
+@entrypoint
+def model(cfg: Cfg) -> int:
+    return cfg.n
+
+
+@entrypoint
+def numbers(xs: list[int]) -> int:
+    return sum(xs)
+"""
+
+
+def test_input_is_as_strict_as_a_python_callers_value(tmp_path: Path) -> None:
+    # --input was converted leniently, so '{"n": "5"}' became n=5 where invoke({"n":
+    # "5"}) is refused (found by a new-user trial); JSON's own forms still convert.
+    path = tmp_path / f"typed_inputs_{next(_names)}.py"
+    path.write_text(TYPED_INPUTS)
+    model, numbers = (load_target(f"{path}:{name}") for name in ("model", "numbers"))
+    (cfg,) = _loader.input_args(model, '{"n": 5, "when": "2026-11-28T12:00:00", "pair": [1, 2]}')
+    assert (cfg.n, cfg.when.year, cfg.pair) == (5, 2026, (1, 2))
+    with pytest.raises(UsageError, match="does not fit") as info:
+        _loader.input_args(model, '{"n": "5", "when": "2026-11-28T12:00:00"}')
+    assert "--input['n']: Input should be a valid integer (got str '5')" in str(info.value)
+    assert _loader.input_args(numbers, "[1, 2]") == ([1, 2],)
+    with pytest.raises(UsageError, match="does not fit"):
+        _loader.input_args(numbers, '[1, "2"]')
