@@ -123,6 +123,16 @@ def _store(store_dir: str | None) -> Store:
     return store
 
 
+def _store_if_any(store_dir: str | None) -> Store | None:
+    """The store to list, or None, with a note, where there is none yet: listing an empty
+    place is no error, but a mistyped --store must not read as an empty store."""
+    path = _store_path(store_dir)
+    if not os.path.exists(path):
+        click.echo(f"note: no procflow store at {path!r} yet", err=True)
+        return None
+    return _store(store_dir)  # a file, or a folder that is not a store: an error
+
+
 def _record(store: Store, run_id: str) -> dict[str, Any]:
     record = store.get_run(run_id)
     if record is None:
@@ -270,7 +280,7 @@ def runs(as_json: bool, status: str | None, store_dir: str | None, debug: bool) 
     if click.get_current_context().invoked_subcommand is not None:
         return
     path = _store_path(store_dir)
-    store = _store(store_dir) if os.path.isdir(path) else None
+    store = _store_if_any(store_dir)
     now, rows = time.time(), []
     for r in store.list_runs() if store is not None else []:
         if store is not None and (status is None or r.get("status") == status):
@@ -309,7 +319,13 @@ def runs_rm(run_id: str, store_dir: str | None, debug: bool) -> None:
 @cli.command()
 @click.argument("run_id")
 @click.option("--json", "as_json", is_flag=True, help="print the record and calls as JSON")
-@click.option("--limit", default=100, show_default=True, help="calls listed (0: all)")
+@click.option(
+    "--limit",
+    default=100,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="calls listed (0: all)",
+)
 @command
 def show(run_id: str, as_json: bool, limit: int, store_dir: str | None, debug: bool) -> None:
     """A run's record, its calls and the errors of failed calls."""
@@ -354,8 +370,9 @@ def cache() -> None:
 def cache_stats(as_json: bool, store_dir: str | None, debug: bool) -> None:
     """Cache entries per task and their size."""
     path = _store_path(store_dir)
+    store = _store_if_any(store_dir)
     empty: dict[str, Any] = {"entries": 0, "bytes": 0, "by_task": {}}
-    stats = _store(store_dir).cache_stats() if os.path.isdir(path) else empty
+    stats = store.cache_stats() if store is not None else empty
     if as_json:
         _echo_json(stats)
         return
@@ -369,10 +386,16 @@ def cache_stats(as_json: bool, store_dir: str | None, debug: bool) -> None:
 @command
 def cache_clear(task: str | None, store_dir: str | None, debug: bool) -> None:
     """Remove cache entries (of every task, or of --task)."""
-    path = _store_path(store_dir)
-    removed = _store(store_dir).cache_clear(task) if os.path.isdir(path) else 0
+    store = _store_if_any(store_dir)
+    removed = store.cache_clear(task) if store is not None else 0
     entries = _count(removed, "cache entry", "cache entries")
     click.echo(f"removed {entries}" + (f" of {task}" if task else ""))
+    if task and not removed and store is not None:
+        # Names are module-qualified (flows.expensive): say which ones have entries.
+        names = sorted(store.cache_stats()["by_task"])
+        like = [n for n in names if n.endswith("." + task) or task in n] or names
+        if like:
+            click.echo(f"note: tasks with cache entries: {', '.join(like[:10])}", err=True)
 
 
 def _duration(ctx: click.Context, param: click.Parameter, value: str) -> float:
@@ -396,8 +419,7 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str) -> float:
 def prune(older_than: float, status: str | None, dry_run: bool, **opts: Any) -> None:
     """Remove finished runs that ended more than DURATION ago."""
     verb = "would remove" if dry_run else "removed"
-    path = _store_path(opts["store_dir"])
-    store = _store(opts["store_dir"]) if os.path.isdir(path) else None
+    store = _store_if_any(opts["store_dir"])
     cutoff, removed = time.time() - older_than, 0
     for r in store.list_runs() if store is not None else []:
         if store is None or (status is not None and r.get("status") != status):

@@ -232,7 +232,17 @@ def test_missing_store_is_reported(pf: Run, tmp_path: Path) -> None:
     assert "no procflow store at" in one_line(err)
     code, out, err = pf("runs", "--store", str(tmp_path / "nowhere"))
     assert code == 0 and out.splitlines()[-1].startswith("0 runs")
+    assert "note: no procflow store at" in err  # a typo must not read as an empty store
     assert not (tmp_path / "nowhere").exists()  # listing does not create a store
+    (tmp_path / "a-file").write_text("not a store")
+    for args in (
+        ("runs",),
+        ("cache", "stats"),
+        ("cache", "clear"),
+        ("prune", "--older-than", "1d"),
+    ):
+        code, out, err = pf(*args, "--store", str(tmp_path / "a-file"))
+        assert code == 1 and "no procflow store at" in one_line(err), (args, err)
 
 
 def test_usage_errors_exit_2(pf: Run) -> None:
@@ -248,8 +258,9 @@ def test_cache_stats_and_clear(pf: Run, flows: Path) -> None:
     assert "flows.cached" in out and out.splitlines()[-1].split()[:2] == ["1", "entries,"]
     code, out, _ = pf("cache", "stats", "--json")
     assert json.loads(out)["by_task"] == {"flows.cached": 1}
-    code, out, _ = pf("cache", "clear", "--task", "flows.other")
-    assert one_line(out) == "removed 0 cache entries of flows.other"
+    code, out, err = pf("cache", "clear", "--task", "cached")  # not its full name
+    assert one_line(out) == "removed 0 cache entries of cached"
+    assert "note: tasks with cache entries: flows.cached" in err
     code, out, _ = pf("cache", "clear")
     assert one_line(out) == "removed 1 cache entry"
     code, out, _ = pf("cache", "stats", "--json")
