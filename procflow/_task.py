@@ -111,10 +111,22 @@ class Task(Generic[P, R]):
         calls ``add(1, 10)`` and ``add(2, 20)``. Returns the futures, in order."""
         if not iterables:
             raise TypeError(f"task {self.name!r}.map() needs at least one iterable")
-        if current_call_var.get() is None:
-            # Submitted together: one message to the scheduler instead of one per call.
-            return self._find_run().submit_many(self, zip(*iterables, strict=False))
-        return [self(*items) for items in zip(*iterables, strict=False)]
+        try:
+            if current_call_var.get() is None:
+                # Submitted together: one message to the scheduler instead of one per call.
+                return self._find_run().submit_many(self, zip(*iterables, strict=False))
+            return [self(*items) for items in zip(*iterables, strict=False)]
+        except TypeError as exc:
+            if len(iterables) == 1 and "missing a required argument" in str(exc):
+                from ._worker import add_note
+
+                # add.map([(1, 2), (3, 4)]): a tuple per call, as in starmap.
+                add_note(
+                    exc,
+                    f"{self.name}.map takes one iterable per parameter, as the builtin map "
+                    "does: .map(xs, ys); for a list of argument tuples, .map(*zip(*pairs))",
+                )
+            raise
 
     def _find_run(self) -> Run:
         run = find_run()

@@ -207,3 +207,23 @@ def test_the_same_code_under_one_task_name_is_one_task(tmp_path: Path) -> None:
         return [first(n).result(timeout=T), again(n + 1).result(timeout=T)]
 
     assert main.invoke(3, run_id="same-code") == [9, 16]
+
+
+def test_map_over_argument_tuples_says_how_map_takes_its_arguments() -> None:
+    # add.map([(1, 2), (3, 4)]) failed with "missing a required argument: 'b'" and no
+    # word that map takes one iterable per parameter (found by a new-user trial).
+    @entrypoint(checkpointer=False, max_workers=1)
+    def main() -> list[int]:
+        pairs = [(1, 2), (3, 4)]
+        try:
+            ct.add.map(pairs)
+        except TypeError as exc:
+            notes = "\n".join(getattr(exc, "__notes__", []))
+            assert "missing a required argument" in str(exc)
+            assert ".map takes one iterable per parameter" in notes
+            assert ".map(*zip(*pairs))" in notes
+        else:
+            raise AssertionError("map of tuples was accepted")
+        return [f.result(timeout=T) for f in ct.add.map(*zip(*pairs, strict=True))]
+
+    assert main.invoke() == [3, 7]  # add(1, 2), add(3, 4)
