@@ -108,7 +108,9 @@ def _import_file(path: str) -> ModuleType:
     if not name.isidentifier():
         raise TargetError(
             f"{path!r}: the file stem {name!r} is not a Python module name, so worker "
-            "processes could not import its tasks; rename the file"
+            "processes could not import its tasks; rename the file (a run that "
+            "`python` started from it resumes when the script invokes it again with its "
+            "run id)"
         )
     if folder not in sys.path:
         sys.path.insert(0, folder)

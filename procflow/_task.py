@@ -66,6 +66,13 @@ class Task(Generic[P, R]):
     ) -> None:
         if not callable(fn):
             raise TypeError(f"@task needs a function, got {fn!r}")
+        if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
+            # Its calls would return a generator, which is no JSON value: every call
+            # failed, one by one, after the run had started.
+            raise TypeError(
+                f"task {fn.__qualname__!r} is a generator function (it yields): a task's "
+                "result must be a JSON value; return a list instead"
+            )
         check_task_options(
             f"task {fn.__qualname__!r}", retry_policy, cache_policy, timeout, max_concurrency
         )

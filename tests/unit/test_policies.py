@@ -372,3 +372,18 @@ def test_task_and_entrypoint_refuse_policies_of_the_wrong_type(
 def test_retry_on_accepts_classes_tuples_and_predicates() -> None:
     for retry_on in (OSError, (OSError, ValueError), lambda e: True, BaseException):
         RetryPolicy(retry_on=retry_on)  # type: ignore[arg-type]
+
+
+def test_a_generator_function_is_refused_as_a_task() -> None:
+    # Each call failed at run time ("pass a list instead") (found by a new-user trial).
+    from procflow import task
+
+    def numbers(n: int):  # type: ignore[no-untyped-def]
+        yield from range(n)
+
+    async def anumbers(n: int):  # type: ignore[no-untyped-def]
+        yield n
+
+    for fn in (numbers, anumbers):
+        with pytest.raises(TypeError, match=r"is a generator function .* return a list instead"):
+            task(fn)
