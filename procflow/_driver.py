@@ -298,6 +298,8 @@ class _RunDriver(Generic[R]):
         else:
             run.scheduler.call_soon(functools.partial(run.scheduler.stop_run_workers, run))
         run.wait_idle(timeout=10)
+        if self.record is not None and self.record.get("status") == "succeeded":
+            return  # Ctrl-C after the run was recorded done: it stays done, not re-run
         self._record("interrupted", reason="signal")
 
     def _record(self, status: str, **fields: Any) -> None:

@@ -683,3 +683,31 @@ def test_a_run_whose_invoke_failed_on_the_store_can_be_invoked_again_in_the_proc
     touch(marker)
     assert two_steps.invoke(2, run_id="damaged") == "through"
     assert read_log(ledger).count("tagged 2") == 1  # replayed from the repaired chunk
+
+
+def test_a_ctrl_c_after_the_run_was_recorded_succeeded_leaves_it_succeeded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The stop rewrote the record as interrupted, and the next invoke ran the body
+    # again (found by a review).
+    from procflow import _run
+
+    store_dir, ledger = tmp_path / "store", str(tmp_path / "ledger")
+
+    def ctrl_c_now(self: _run.Run) -> None:
+        raise KeyboardInterrupt
+
+    @entrypoint(checkpointer=store_dir, max_workers=1)
+    def main(x: int) -> int:
+        log_line(ledger, "body")
+        return tagged(ledger, x).result(timeout=T)
+
+    monkeypatch.setattr(_run.Run, "warn_unobserved", ctrl_c_now)  # right after the record
+    with pytest.raises(KeyboardInterrupt):
+        main.invoke(3, run_id="done")
+    monkeypatch.undo()
+    with Store(store_dir) as store:
+        record = store.get_run("done")
+    assert record is not None and record["status"] == "succeeded"
+    assert main.invoke(3, run_id="done") == 3  # the stored result
+    assert read_log(ledger) == ["body", "tagged 3"]
