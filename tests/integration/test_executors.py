@@ -9,6 +9,7 @@ from typing import Any
 
 import core_tasks as ct
 import pytest
+from support import wait_for
 
 from procflow import entrypoint
 
@@ -164,7 +165,9 @@ def test_a_pool_with_a_call_running_is_never_shut_down_as_idle(tmp_path: Path) -
     assert got == {"long": "done"}
     assert ct.read_log(tmp_path / "log-long") == ["start", "end"]  # it ran once
 
-    # Idle once its call is done: then the next request for a pool shuts it down.
+    # Idle once its call is done: then the next request for a pool shuts it down. (The
+    # outcome came over the channel; loky's return of the dispatch may come just after.)
+    wait_for(lambda: not busy.pending, timeout=T, what="the dispatch's return")
     busy.last_used -= 10 * _pool.IDLE_SHUTDOWN_SECONDS
     assert other_run.invoke() == 9
     assert busy.closed and busy not in _pool._pools.values()
