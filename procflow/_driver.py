@@ -304,6 +304,12 @@ class _RunDriver(Generic[R]):
 
     def _record(self, status: str, **fields: Any) -> None:
         if self.store is not None and self.record is not None:
+            # For `show` and `report`: a checkpoint of an earlier session that this one
+            # did not ask for was not replayed (a few ids; at most 1,000 kept).
+            self.record.pop("not_reused", None)
+            unused = self.run.unused_checkpoints()
+            if unused:
+                fields["not_reused"] = unused[:1000]
             _records.finish_run(self.store, self.record, status, **fields)
         if status == "interrupted":
             self.run.emit(

@@ -31,6 +31,7 @@ import json
 import math
 import re
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -174,16 +175,20 @@ def merge_calls(
     entries: list[dict[str, Any]],
     resumed_at: float | None = None,
     session: int | None = None,
+    not_reused: Collection[str] = (),
 ) -> tuple[list[Call], list[Bar]]:
     """One ``Call`` per call id (first-seen order, last entry's status) and every bar.
 
-    ``session`` is the run's latest session (``record["attempts"]``)."""
+    ``session`` is the run's latest session (``record["attempts"]``); ``not_reused``
+    (``record["not_reused"]``) the earlier checkpoints it did not ask for, which it
+    did not replay: shown as ``ok``."""
+    not_reused = set(not_reused)
     calls: dict[str, Call] = {}
     bars: list[Bar] = []
     for entry in entries:
         cid, attempts = str(entry.get("call")), entry.get("attempts") or []
         call = calls.setdefault(cid, Call(cid, str(entry.get("task"))))
-        earlier = _is_earlier(entry, resumed_at, session)
+        earlier = _is_earlier(entry, resumed_at, session) and cid not in not_reused
         call.status = "error" if entry.get("status") == "error" else "ok"
         call.error = entry.get("error") if call.status == "error" else None
         call.cached, call.earlier = bool(entry.get("cached")), earlier
@@ -265,7 +270,9 @@ def peak_concurrency(bars: list[Bar]) -> int:
 
 def analyze(record: dict[str, Any], entries: list[dict[str, Any]]) -> Analysis:
     resumed_at = _num(record.get("resumed_at"))
-    calls, bars = merge_calls(entries, resumed_at, record.get("attempts"))
+    calls, bars = merge_calls(
+        entries, resumed_at, record.get("attempts"), record.get("not_reused") or ()
+    )
     span, path = critical_path(calls)
     work = sum(c.duration for c in calls)
     counts = {o: sum(1 for b in bars if b.outcome == o) for o in OUTCOMES}

@@ -269,7 +269,7 @@ class Run:
                 f"changed since their calls were checkpointed; {what}",
                 self.call_site,
             )
-        unused = [e for cid, e in self.index.items() if cid not in self.matched]
+        unused = [self.index[cid] for cid in self.unused_checkpoints()]
         if unused:
             names = sorted({e.get("task", "?") for e in unused})
             _callsite.warn(
@@ -278,6 +278,10 @@ class Run:
                 "path); they were not reused",
                 self.call_site,
             )
+
+    def unused_checkpoints(self) -> list[str]:
+        """Call ids checkpointed before that no call of this session asked for."""
+        return [cid for cid in self.index if cid not in self.matched]
 
     def _replayable(self, task: Task[Any, Any], entry: dict[str, Any]) -> bool:
         if entry.get("fp") not in (None, task.fingerprint):

@@ -332,7 +332,10 @@ def show(run_id: str, as_json: bool, limit: int, store_dir: str | None, debug: b
     store = _store(store_dir)
     record = _record(store, run_id)
     calls, _ = _report.merge_calls(
-        store.load_entries(run_id), record.get("resumed_at"), record.get("attempts")
+        store.load_entries(run_id),
+        record.get("resumed_at"),
+        record.get("attempts"),
+        record.get("not_reused") or (),
     )
     if as_json:
         _echo_json({"run": record, "calls": [_report.call_json(c) for c in calls]})

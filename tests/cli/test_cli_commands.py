@@ -395,3 +395,47 @@ def test_resume_rerun_changed_and_the_changed_code_warning(pf: Run, tmp_path: Pa
     assert json_line(out) == 10  # re-executed with the new code
     assert "re-executed (rerun_changed=True)" in err
     assert (tmp_path / "ledger").read_text().splitlines() == ["step 5"] * 3
+
+
+TOOK_ANOTHER_PATH = """
+from pathlib import Path
+
+from procflow import entrypoint, task
+
+HERE = Path(__file__).resolve().parent
+
+
+@task
+def t(x: int) -> int:
+    return x
+
+
+@entrypoint
+def main() -> int:
+    second = (HERE / "second").exists()
+    xs = range(2, 6) if second else range(4)
+    total = sum(f.result() for f in t.map(xs))
+    if not second:
+        raise RuntimeError("first session fails")
+    return total
+"""
+
+
+def test_show_calls_replayed_only_the_checkpoints_the_last_session_asked_for(
+    pf: Run, tmp_path: Path
+) -> None:
+    # t(0) and t(1), checkpointed in the first session and not asked for again, were
+    # listed as replayed (found by a new-user trial).
+    (tmp_path / "paths.py").write_text(TOOK_ANOTHER_PATH)
+    code, _, err = pf("run", "paths.py:main", "--run-id", "p")
+    assert code == 1 and "first session fails" in err
+    (tmp_path / "second").touch()
+    code, out, err = pf("resume", "p")
+    assert code == 0, err
+    assert json_line(out) == 2 + 3 + 4 + 5
+    code, out, _ = pf("show", "p", "--json")
+    shown = json.loads(out)
+    status = {c["call"]: c["status"] for c in shown["calls"]}
+    not_reused = set(shown["run"]["not_reused"])  # t(0) and t(1)
+    assert len(not_reused) == 2 and all(status[cid] == "ok" for cid in not_reused)
+    assert sorted(status.values()) == ["ok"] * 4 + ["replayed"] * 2, status
