@@ -89,6 +89,7 @@ class _RunDriver(Generic[R]):
             input_plain = ep._input_codec.to_plain(input, "input", None)
         else:
             input_plain = None
+        previous: dict[str, Any] | None = None  # the record before this claim
         if store is not None:
             run_id = run_id or _records.new_run_id()
             resume_plain = None
@@ -96,7 +97,7 @@ class _RunDriver(Generic[R]):
                 resume_plain = _serde.codec_for(_serde.NO_ANNOTATION).to_plain(
                     command.resume, "Command.resume"
                 )
-            record, self.finished = _records.claim_run(
+            record, self.finished, previous = _records.claim_run(
                 store,
                 run_id,
                 entrypoint=ep.name,
@@ -115,8 +116,8 @@ class _RunDriver(Generic[R]):
         except BaseException:
             # The run is claimed (owned, and live in this process) but will not run: a
             # checkpoint that does not load, an input that does not decode, Ctrl-C.
-            if store is not None and self.record is not None and not self.finished:
-                _records.abandon_claim(store, self.record)
+            if store is not None and run_id is not None and not self.finished:
+                _records.abandon_claim(store, run_id, previous)
             raise
 
     def _begin(

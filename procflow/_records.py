@@ -10,6 +10,7 @@ resumed_at, max_workers, and owner (pid, process start time, host) while running
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import socket
 import threading
@@ -121,13 +122,14 @@ def claim_run(
     resume_value: Any,
     has_resume_value: bool,
     settings: dict[str, Any] | None = None,
-) -> tuple[dict[str, Any], bool]:
+) -> tuple[dict[str, Any], bool, dict[str, Any] | None]:
     """Create the run's record, or take over an existing run to resume it.
 
-    Returns (record, finished): ``finished`` is true for a run that already succeeded,
-    whose stored result is the answer. Raises ``RunConflictError`` when the run id was
-    used with another input or entrypoint, when another live process or thread is
-    running it, or when a resume value is given for a run not waiting for one.
+    Returns (record, finished, previous): ``finished`` is true for a run that already
+    succeeded, whose stored result is the answer; ``previous`` is the record as it was
+    before (None for a new run), for ``abandon_claim``. Raises ``RunConflictError`` when
+    the run id was used with another input or entrypoint, when another live process or
+    thread is running it, or when a resume value is given for a run not waiting for one.
     """
     live_key = (str(store.path), run_id)
     with _stores_lock:
@@ -136,11 +138,17 @@ def claim_run(
                 f"run {run_id!r} is already running in this process (another thread); "
                 "wait for it or use another run_id"
             )
+        # Reserved before the record is read: two threads of this process claiming the
+        # same run cannot both get past this point (the record's owner, this process,
+        # tells them nothing).
+        _live.add(live_key)
     finished = False
+    previous: dict[str, Any] | None = None
 
     def decide(record: dict[str, Any] | None) -> dict[str, Any]:
-        nonlocal finished
+        nonlocal finished, previous
         finished = False
+        previous = copy.deepcopy(record)
         record = _decide(
             record,
             run_id,
@@ -158,14 +166,18 @@ def claim_run(
             record.update(settings or {})
         return record
 
-    # Read and write in one transaction: two processes taking over the same dead run
-    # cannot both win.
-    record = store.update_run(run_id, decide)
-    if not finished:
+    try:
+        # Read and write in one transaction: two processes taking over the same dead run
+        # cannot both win.
+        record = store.update_run(run_id, decide)
+    except BaseException:
+        release_run(store, run_id)
+        raise
+    if finished:
+        release_run(store, run_id)
+    else:
         store.forget_chunk_count(run_id)
-        with _stores_lock:
-            _live.add(live_key)
-    return record, finished
+    return record, finished, previous
 
 
 def being_run_now(record: dict[str, Any], store: Store | None = None) -> bool:
@@ -181,6 +193,16 @@ def being_run_now(record: dict[str, Any], store: Store | None = None) -> bool:
     if store is not None and owner and owner.get("pid") == os.getpid() and owner_alive(owner):
         with _stores_lock:
             return (str(store.path), record.get("run_id")) in _live
+    return owner_alive(owner)
+
+
+def _run_by_another_process(record: dict[str, Any]) -> bool:
+    """For a claim, which holds this process's reservation of the run: a ``running``
+    record owned by this process is no thread's run (its invoke ended without
+    recording an end: a failed final write, say), so it may be taken over."""
+    owner = record.get("owner")
+    if record.get("status") != "running" or (owner and owner.get("pid") == os.getpid()):
+        return False
     return owner_alive(owner)
 
 
@@ -241,7 +263,7 @@ def _decide(
                 "answer; invoke it without a Command to get its result"
             )
         return record
-    if being_run_now(record, store):
+    if _run_by_another_process(record):
         raise RunConflictError(
             f"run {run_id!r} is being run now by process {record['owner'].get('pid')} "
             f"on {record['owner'].get('host')!r}; wait for it, or stop that process"
@@ -268,14 +290,18 @@ def release_run(store: Store, run_id: str) -> None:
         _live.discard((str(store.path), run_id))
 
 
-def abandon_claim(store: Store, record: dict[str, Any]) -> None:
+def abandon_claim(store: Store, run_id: str, previous: dict[str, Any] | None) -> None:
     """Undo a claim whose invoke failed before its run began (its checkpoints did not
-    load, say): nobody owns the run now, so any process may take it over; best effort,
-    since the store may be what failed."""
-    release_run(store, record["run_id"])
-    record.pop("owner", None)
+    load, say): the record goes back to what it was (a new run's is removed), and
+    nobody owns it, so any process may take it over. Best effort: the store may be what
+    failed."""
+    release_run(store, run_id)
     with contextlib.suppress(Exception):
-        store.put_run(record)
+        if previous is None:
+            store.delete_run(run_id)
+        else:
+            previous.pop("owner", None)
+            store.put_run(previous)
 
 
 def finish_run(store: Store, record: dict[str, Any], status: str, **fields: Any) -> None:

@@ -711,3 +711,90 @@ def test_a_ctrl_c_after_the_run_was_recorded_succeeded_leaves_it_succeeded(
     assert record is not None and record["status"] == "succeeded"
     assert main.invoke(3, run_id="done") == 3  # the stored result
     assert read_log(ledger) == ["body", "tagged 3"]
+
+
+def test_two_threads_claiming_one_run_id_at_once_run_it_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A run this process owns counted as being run only once marked live, which came
+    # after the claim's commit: a second thread claiming in between ran the body too
+    # (found by a review).
+    store_dir, ledger = tmp_path / "store", str(tmp_path / "ledger")
+    second_done = threading.Event()
+    forget = Store.forget_chunk_count
+
+    def slow_forget(self: Store, run_id: str) -> None:
+        if threading.current_thread().name == "first":
+            second_done.wait(timeout=T)  # the second thread claims in the window
+        forget(self, run_id)
+
+    monkeypatch.setattr(Store, "forget_chunk_count", slow_forget)
+
+    @entrypoint(checkpointer=store_dir, max_workers=1)
+    def main(x: int) -> int:
+        log_line(ledger, "body")
+        return x
+
+    got: dict[str, Any] = {}
+
+    def first() -> None:
+        got["first"] = main.invoke(1, run_id="same")
+
+    runner = threading.Thread(target=first, name="first")
+    runner.start()
+    wait_for(lambda: (store_dir / "cache.db").exists(), what="the store")
+    wait_for(lambda: _status(store_dir, "same") == "running", what="the first claim")
+    try:
+        main.invoke(1, run_id="same")
+    except RunConflictError as exc:
+        got["second"] = str(exc)
+    finally:
+        second_done.set()
+        runner.join(timeout=T)
+    assert got["first"] == 1
+    assert "already running in this process" in got["second"]
+    assert read_log(ledger) == ["body"]
+
+
+def _status(store_dir: Path, run_id: str) -> str | None:
+    with Store(store_dir) as store:
+        record = store.get_run(run_id)
+    return None if record is None else record.get("status")
+
+
+def test_a_resume_with_a_command_whose_claim_failed_can_be_tried_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The claim was given up by writing back the record as the claim had changed it:
+    # `running`, one more attempt, the answer appended; the next Command(resume=...)
+    # was refused as "not waiting at an interrupt" (found by a review).
+    store_dir = tmp_path / "store"
+
+    @entrypoint(checkpointer=store_dir, max_workers=1)
+    def asks(x: int) -> list[Any]:
+        return [tagged(str(tmp_path / "ledger"), x).result(timeout=T), procflow.interrupt("ok?")]
+
+    with pytest.raises(Interrupted):
+        asks.invoke(4, run_id="q")
+    load = Store.load_entries
+    failures: list[str] = []
+
+    def unreadable_once(self: Store, run_id: str) -> list[dict[str, Any]]:
+        if not failures:
+            failures.append(run_id)
+            raise procflow.StoreError("database disk image is malformed (injected)")
+        return load(self, run_id)
+
+    monkeypatch.setattr(Store, "load_entries", unreadable_once)
+    with pytest.raises(procflow.StoreError, match="malformed"):
+        asks.invoke(Command(resume="yes"), run_id="q")
+    with Store(store_dir) as store:
+        record = store.get_run("q")
+    assert record is not None
+    assert (record["status"], record["reason"], record["attempts"]) == (
+        "interrupted",
+        "interrupt",
+        1,
+    )
+    assert record.get("resume_values", []) == [] and "owner" not in record
+    assert asks.invoke(Command(resume="yes"), run_id="q") == [4, "yes"]
