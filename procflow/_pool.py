@@ -250,10 +250,13 @@ def _shutdown_idle_locked() -> None:
 def _forget_parent_pools() -> list[Pool]:
     """In a forked child: the pools are the parent's. Forget them without stopping
     them; the child starts its own on first use."""
-    global _pools_lock
+    global _pools_lock, _atexit_registered
     parents = list(_pools.values())
     _pools.clear()
     _pools_lock = threading.Lock()
+    # multiprocessing empties its finalizer registry in a child it forks: the child's
+    # first pool registers its exit hooks again.
+    _atexit_registered = False
     # The parent's workers are not this process's children, but multiprocessing still
     # lists them (its exit hook would try to join them), and loky would wake the
     # parent's manager threads at exit: forget both, as they do for their own children.

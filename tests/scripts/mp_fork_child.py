@@ -3,7 +3,8 @@ test. Such a child ends with os._exit after multiprocessing's own exit hook, whi
 child processes first, so atexit hooks never ran there: the loky workers kept the child
 waiting until their idle timeout (300 s), and its claims board was left in /dev/shm.
 
-Usage: mp_fork_child.py STORE. Prints one JSON line: the child's exit code (None if it
+The parent runs a run first, so that the child inherits the state of a process whose
+pool is up. Usage: mp_fork_child.py STORE. Prints one JSON line: the child's exit code (None if it
 had not ended within 30 s), its run's result, and whether its claims board was left.
 """
 
@@ -36,6 +37,7 @@ def child(report: str) -> None:
 
 if __name__ == "__main__":
     report = os.path.join(os.path.dirname(sys.argv[1]) or ".", "child.json")
+    assert flow.invoke(1) == 2  # the parent's pool is up before the fork, too
     process = multiprocessing.get_context("fork").Process(target=child, args=(report,))
     process.start()
     process.join(30)
