@@ -19,6 +19,7 @@ import fcntl
 import mmap
 import multiprocessing.util
 import os
+import re
 import tempfile
 import threading
 
@@ -35,13 +36,14 @@ def _board_dir() -> str | None:
     return "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
 
 
-# A board's file is named after its driver, which holds a POSIX record lock on the byte
-# past the slots for as long as it lives (the kernel drops it when the process dies, and
-# record locks do not interact with the flocks of claims). A driver killed by SIGKILL or
-# the OOM killer cannot remove its board, so each new board removes the boards whose
-# driver is gone (256 KiB of memory each under /dev/shm).
+# A board's file is named after its driver: its pid and start time. A driver killed by
+# SIGKILL or the OOM killer cannot remove its board (256 KiB of memory under /dev/shm),
+# so each new board first removes the boards whose driver is gone: no process with that
+# pid, or one started at another time (the pid was reused). Names only, no lock: a
+# record lock would meet the claims' flocks on BSD kernels, and a lock taken after the
+# file is made leaves a moment in which a new board looks orphaned.
 _PREFIX = "procflow-claims-"
-_ALIVE_BYTE = SLOTS * _SLOT_BYTES
+_BOARD_NAME = re.compile(re.escape(_PREFIX) + r"(\d+)-(\d+)-")
 
 
 class ClaimBoard:
@@ -50,14 +52,16 @@ class ClaimBoard:
     def __init__(self) -> None:
         directory = _board_dir()
         _remove_orphans(directory)
-        fd, self.path = tempfile.mkstemp(prefix=f"{_PREFIX}{os.getpid()}-", dir=directory)
-        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, _ALIVE_BYTE)
+        started = int(_start_time(os.getpid()) or 0)
+        prefix = f"{_PREFIX}{os.getpid()}-{started}-"
+        fd, self.path = tempfile.mkstemp(prefix=prefix, dir=directory)
         os.ftruncate(fd, SLOTS * _SLOT_BYTES)
         self._fd = fd
         self._map = mmap.mmap(fd, SLOTS * _SLOT_BYTES)
         self._slots = memoryview(self._map).cast("i")
         self._lock = threading.Lock()  # flock is per open file; threads share ours
         self._owner = os.getpid()
+        self._closed = False
         atexit.register(self.close)
         # A process multiprocessing forked ends with os._exit, after its own exit hook
         # (not atexit's): close there too.
@@ -86,8 +90,9 @@ class ClaimBoard:
                 fcntl.flock(self._fd, fcntl.LOCK_UN)
 
     def close(self) -> None:
-        if os.getpid() != self._owner:  # a forked child at exit: the parent's board
+        if os.getpid() != self._owner or self._closed:  # a forked child: the parent's
             return
+        self._closed = True  # atexit and multiprocessing's exit hook both call this
         with contextlib.suppress(OSError, ValueError, BufferError):
             self._slots.release()
             self._map.close()
@@ -96,32 +101,32 @@ class ClaimBoard:
             os.unlink(self.path)
 
 
+def _start_time(pid: int) -> float | None:
+    """When process ``pid`` started (seconds since the epoch), None if there is none."""
+    import psutil
+
+    try:
+        return float(psutil.Process(pid).create_time())
+    except psutil.Error:
+        return None
+
+
 def _remove_orphans(directory: str | None) -> None:
     """Remove the boards of drivers that died without removing them (best effort)."""
     directory = directory or tempfile.gettempdir()
-    mine = f"{_PREFIX}{os.getpid()}-"
     try:
-        names = [n for n in os.listdir(directory) if n.startswith(_PREFIX)]
+        names = os.listdir(directory)
     except OSError:
         return
     for name in names:
-        owner = name[len(_PREFIX) :].partition("-")[0]
-        if not owner.isdigit() or name.startswith(mine):
-            continue  # not a board of this scheme, or this process's own
-        path = os.path.join(directory, name)
-        try:
-            fd = os.open(path, os.O_RDWR)
-        except OSError:
-            continue
-        try:
-            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, _ALIVE_BYTE)
-        except OSError:
-            pass  # its driver holds the lock: alive
-        else:
-            with contextlib.suppress(OSError):
-                os.unlink(path)
-        finally:
-            os.close(fd)
+        match = _BOARD_NAME.match(name)
+        if match is None:
+            continue  # not a board of this naming
+        started = _start_time(int(match[1]))
+        if started is not None and abs(started - int(match[2])) <= 1:
+            continue  # its driver runs
+        with contextlib.suppress(OSError):
+            os.unlink(os.path.join(directory, name))
 
 
 _board: ClaimBoard | None = None
