@@ -67,6 +67,9 @@ def warn(message: str, site: CallSite | None) -> None:
     if site is None:
         warnings.warn(message, RuntimeWarning, stacklevel=3)
         return
+    # No module_globals: linecache would ask their __loader__ for the source, and in
+    # `python -c`, `python - < file` and the REPL that loader raises ImportError (the
+    # file name is enough for linecache where there is a file).
     warnings.warn_explicit(
         message,
         RuntimeWarning,
@@ -74,5 +77,4 @@ def warn(message: str, site: CallSite | None) -> None:
         site.lineno,
         module=site.module,
         registry=site.module_globals.setdefault("__warningregistry__", {}),
-        module_globals=site.module_globals,
     )

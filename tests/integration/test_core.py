@@ -611,3 +611,27 @@ def test_interrupt_inside_a_task_raises_procflow_error(tmp_path: Path) -> None:
     [exc] = seen
     assert isinstance(exc, procflow.ProcflowError)
     assert not isinstance(exc, procflow.Interrupted)
+
+
+def test_a_run_warning_in_python_dash_c_does_not_fail_the_invoke(tmp_path: Path) -> None:
+    # Pointing the warning at the caller's line passed the caller's globals to
+    # warnings.warn_explicit, whose source lookup raised ImportError under `python -c`,
+    # `python - < file` and the REPL: invoke failed after the run had succeeded (found
+    # by a new-user trial).
+    from support import env_with, run
+
+    code = (
+        "from procflow import task, entrypoint\n"
+        "@task\n"
+        "def bad(x: int) -> int:\n"
+        "    raise ValueError('nobody awaits me')\n"
+        "@entrypoint(checkpointer=False, max_workers=1)\n"
+        "def main() -> int:\n"
+        "    bad(1)\n"
+        "    return 5\n"
+        "print('RESULT', main.invoke())\n"
+    )
+    status, out, err = run(["-c", code], env_with(), timeout=60, cwd=tmp_path)
+    assert status == 0, err
+    assert out == "RESULT 5\n"
+    assert "<string>:9: RuntimeWarning" in err and "nobody awaited them" in err
