@@ -178,12 +178,23 @@ class _RunDriver(Generic[R]):
         )
 
     def stop(self) -> None:
-        """Stop the run from another thread (a closed stream): like Ctrl-C, except that
-        only this run's calls are stopped, not other runs' in the process."""
+        """Stop the run from another thread (a closed stream, a cancelled ainvoke): like
+        Ctrl-C, except that only this run's calls are stopped, not other runs'."""
+        self._stop_calls(whole_process=False)
+
+    def _stop_calls(self, whole_process: bool) -> None:
+        """Calls not started are cancelled, async ones too, and process ones stopped: a
+        signal stops every pool of the process, a stop of this run alone its own."""
+        from ._pool import shutdown_all
+
         run = self.run
         run.stopping = True
         run.cancel_pending()
-        run.scheduler.call_soon(functools.partial(run.scheduler.stop_run_workers, run))
+        run.cancel_async_calls()
+        if whole_process:
+            shutdown_all(kill=True)
+        else:
+            run.scheduler.call_soon(functools.partial(run.scheduler.stop_run_workers, run))
 
     def _started(self) -> None:
         self.run.emit(
@@ -220,9 +231,7 @@ class _RunDriver(Generic[R]):
             restore()
             unregister_active(run)
             current_run_var.reset(token)
-            run.close()
-            if self.store is not None and self.run_id is not None:
-                _records.release_run(self.store, self.run_id)
+            self._release()
 
     async def adrive(self, body: Any) -> R:
         run = self.run
@@ -230,29 +239,57 @@ class _RunDriver(Generic[R]):
         register_active(run)
         self._started()
         try:
+            ending = await self._await_body(body)
+            # Off the loop: the run's async calls there must be able to finish while the
+            # ending waits for them. The run stays reserved until its end is recorded.
+            finishing = asyncio.ensure_future(asyncio.to_thread(self._end_and_release, ending))
             try:
-                result = await body
-            except _InterruptSignal as paused:
-                await asyncio.to_thread(self._paused, paused)
-            except (KeyboardInterrupt, asyncio.CancelledError):
-                # Off the loop: the run's async calls on it must be able to finish
-                # their cancellation while the stop waits for them.
-                await asyncio.shield(asyncio.to_thread(self._stop_and_record, False))
+                return cast(R, await asyncio.shield(finishing))
+            except asyncio.CancelledError:
+                if not finishing.done():  # cancelled while the run ends: its calls stop
+                    self._stop_calls(whole_process=False)
                 raise
-            except BaseException as exc:
-                await asyncio.to_thread(self._failed, exc)
-                raise
-            return await asyncio.to_thread(self._succeeded, result)
         finally:
             unregister_active(run)
             current_run_var.reset(token)
-            if self.store is not None and self.run_id is not None:
-                _records.release_run(self.store, self.run_id)
+
+    async def _await_body(self, body: Any) -> Callable[[], Any]:
+        """What ends the run once its async body returned or raised (off the loop)."""
+        try:
+            result = await body
+        except _InterruptSignal as paused:
+            return functools.partial(self._paused, paused)
+        except (KeyboardInterrupt, asyncio.CancelledError) as stop:
+            if isinstance(stop, KeyboardInterrupt) or being_cancelled():
+                return functools.partial(self._stop_and_raise, stop)
+            return functools.partial(self._fail_and_raise, stop)  # the body's own
+        except BaseException as exc:
+            return functools.partial(self._fail_and_raise, exc)
+        return functools.partial(self._succeeded, result)
+
+    def _end_and_release(self, ending: Callable[[], Any]) -> Any:
+        try:
+            return ending()
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        """The run's end is recorded: its helper loop goes, and the run id is free."""
+        self.run.close()
+        if self.store is not None and self.run_id is not None:
+            _records.release_run(self.store, self.run_id)
 
     # -- endings ------------------------------------------------------------------------
     def _succeeded(self, result: Any) -> R:
         run = self.run
         run.wait_idle()
+        if run.stopping:
+            # Stopped while it waited for the calls the body made and did not await (a
+            # closed stream, a cancelled ainvoke): those did not all finish, so the run
+            # is interrupted, and a resume finishes it. Nobody waits for this value.
+            run.report_resume_mismatches()
+            self._record("interrupted", reason="signal")
+            return cast(R, result)
         try:
             plain = self.ep._result_codec.to_plain(result, "result", None)
         except BaseException as exc:
@@ -272,6 +309,14 @@ class _RunDriver(Generic[R]):
         else:
             self._record("failed", error=_error_dict(exc))
 
+    def _fail_and_raise(self, exc: BaseException) -> None:
+        self._failed(exc)
+        raise exc
+
+    def _stop_and_raise(self, stop: BaseException) -> None:
+        self._stop_and_record(whole_process=False)
+        raise stop
+
     def _paused(self, paused: _InterruptSignal) -> None:
         self.run.wait_idle()
         self.run.report_resume_mismatches()
@@ -289,18 +334,12 @@ class _RunDriver(Generic[R]):
     def _stop_and_record(self, whole_process: bool) -> None:
         """Stop the run's calls and record it interrupted. A signal stops every pool of
         the process; a cancelled ainvoke only this run's calls."""
-        from ._pool import shutdown_all
-
-        run = self.run
-        run.stopping = True
-        run.cancel_pending()
-        if whole_process:
-            shutdown_all(kill=True)
-        else:
-            run.scheduler.call_soon(functools.partial(run.scheduler.stop_run_workers, run))
-        run.wait_idle(timeout=10)
-        if self.record is not None and self.record.get("status") == "succeeded":
-            return  # Ctrl-C after the run was recorded done: it stays done, not re-run
+        self._stop_calls(whole_process)
+        self.run.wait_idle(timeout=10)
+        if self.record is not None and self.record.get("status") != "running":
+            # This session recorded its end already (succeeded, paused, failed), and
+            # then came Ctrl-C: that end stands (a done run is not run again).
+            return
         self._record("interrupted", reason="signal")
 
     def _record(self, status: str, **fields: Any) -> None:
@@ -383,3 +422,12 @@ def _install_sigterm() -> Callable[[], None]:
         signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
     return restore
+
+
+def being_cancelled() -> bool:
+    """Whether the running asyncio task is being cancelled (rather than the code in it
+    raising a CancelledError of its own, from awaiting a cancelled future). Python 3.10
+    cannot tell: there, every CancelledError counts as a cancellation."""
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)
+    return True if cancelling is None else bool(cancelling())

@@ -29,6 +29,7 @@ from ._driver import (
     _progress_for,
     _RunDriver,
     _Terminated,
+    being_cancelled,
 )
 from ._events import Event
 from ._policies import CachePolicy, RetryPolicy, check_task_options
@@ -175,22 +176,20 @@ class Entrypoint(Generic[R]):
         except RuntimeError:
             pass
         else:  # inside a running loop (a notebook): drive the run from a helper thread
+            driver = self._driver(input, run_id, config, rerun_changed, store, max_workers)
+            if driver.finished:
+                return driver.stored_result()
             with cf.ThreadPoolExecutor(1, thread_name_prefix="procflow-invoke") as helper:
-                return helper.submit(
-                    self.invoke,
-                    input,
-                    run_id=run_id,
-                    config=config,
-                    progress=progress,
-                    rerun_changed=rerun_changed,
-                    store=store,
-                    max_workers=max_workers,
-                ).result()
+                driving = helper.submit(self._drive_sync, driver, progress)
+                try:
+                    return driving.result()
+                except KeyboardInterrupt:  # Ctrl-C reaches this thread, not the helper
+                    driver.stop()
+                    raise
         driver = self._driver(input, run_id, config, rerun_changed, store, max_workers)
         if driver.finished:
             return driver.stored_result()
-        with _progress_for(driver, progress):
-            return driver.drive(lambda: self._run_body_sync(driver))
+        return self._drive_sync(driver, progress)
 
     def stream(
         self,
@@ -297,25 +296,21 @@ class Entrypoint(Generic[R]):
         rerun_changed: bool = False,
     ) -> R:
         """``invoke`` as a coroutine; an async body runs on the caller's event loop."""
-        if not self.is_async:
-            # The thread's stack has no frame of the caller's: pin it for the run's warnings.
-            pin = _callsite.pinned.set(_callsite.here())
-            try:
-                return await asyncio.to_thread(
-                    self.invoke,
-                    input,
-                    run_id=run_id,
-                    config=config,
-                    progress=progress,
-                    rerun_changed=rerun_changed,
-                )
-            finally:
-                _callsite.pinned.reset(pin)
         driver = self._driver(input, run_id, config, rerun_changed, _NO_INPUT, None)
         if driver.finished:
             return driver.stored_result()
-        driver.run.use_loop(asyncio.get_running_loop())
-        return await driver.adrive(self._run_body_async(driver))
+        if self.is_async:
+            driver.run.use_loop(asyncio.get_running_loop())
+            return await driver.adrive(self._run_body_async(driver))
+        # A sync body runs in a helper thread; cancelling this stops its run as a closed
+        # stream does (abandoning the thread would let the run go on to its end).
+        driving = asyncio.ensure_future(asyncio.to_thread(self._drive_sync, driver, progress))
+        try:
+            return await asyncio.shield(driving)
+        except asyncio.CancelledError:
+            if not driving.done():
+                driver.stop()
+            raise
 
     # -- internals ------------------------------------------------------------------------
     def _refuse_nested(self) -> None:
@@ -345,6 +340,10 @@ class Entrypoint(Generic[R]):
         checkpointer = self.checkpointer if store is _NO_INPUT else store
         return _RunDriver(self, input, command, run_id, checkpointer, rerun_changed, max_workers)
 
+    def _drive_sync(self, driver: _RunDriver[R], progress: bool | None) -> R:
+        with _progress_for(driver, progress):
+            return driver.drive(lambda: self._run_body_sync(driver))
+
     def _run_body_sync(self, driver: _RunDriver[R]) -> Any:
         if self.is_async:
             return asyncio.run(self._run_body_async(driver))
@@ -356,10 +355,18 @@ class Entrypoint(Generic[R]):
         coro: Any = self.fn(driver.input_value) if self.takes_input else self.fn()
         try:
             result = await coro
-        except asyncio.CancelledError:
-            run.release_loop_now()
+        except _InterruptSignal:
+            await run.release_loop()  # paused: the calls made so far finish
+            raise
+        except (KeyboardInterrupt, asyncio.CancelledError) as stop:
+            if isinstance(stop, KeyboardInterrupt) or being_cancelled():
+                run.release_loop_now()  # stopped: its async calls are cancelled
+                raise
+            run.cancel_pending()  # the body's own CancelledError: a failure like any
+            await run.release_loop()
             raise
         except BaseException:
+            run.cancel_pending()  # failed: nothing new starts while its async calls end
             await run.release_loop()
             raise
         await run.release_loop()

@@ -346,7 +346,7 @@ class Run:
             failed = Future.exception(future, 0) is not None
         except CancelledError:
             failed = False
-        if failed:
+        if failed and not self.stopping:  # a stop's cancellations are not failures
             with self._lock:
                 self.unobserved_failures.append(future)
         self._finished(1)
@@ -411,6 +411,12 @@ class Run:
         stopping): the run stops, and its async calls are cancelled, nothing waits."""
         self.stopping = True
         self.cancel_async(self._detach_loop())
+
+    def cancel_async_calls(self) -> None:
+        """Cancel every async call of this run still going, on whichever loop (a stop)."""
+        with self._loop_lock:
+            pending = list(self._async_calls)
+        self.cancel_async(pending)
 
     def _detach_loop(self) -> list[Future[Outcome]]:
         loop = asyncio.get_running_loop()

@@ -4,6 +4,7 @@ called inside a running event loop (a notebook)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import threading
 import time
@@ -14,7 +15,7 @@ from typing import Any
 import core_tasks as ct
 import pytest
 from core_tasks import read_log
-from support import env_with, run
+from support import env_with, run, wait_for
 
 import procflow
 from procflow import Event, entrypoint
@@ -310,3 +311,137 @@ def test_cancelling_ainvoke_stops_the_run_without_blocking_the_callers_loop(
     assert record is not None and record["status"] == "interrupted"
     Path(gate).touch()
     assert flow.invoke(run_id="cancelled") == "opened"
+
+
+def _status_of(store: Path, run_id: str) -> Any:
+    with procflow.Store(store) as opened:
+        record = opened.get_run(run_id)
+    return None if record is None else (record["status"], record.get("reason"))
+
+
+def test_cancelling_ainvoke_of_a_sync_body_stops_its_run(tmp_path: Path) -> None:
+    # It was asyncio.to_thread(invoke): cancelling abandoned the thread and the run went
+    # on to succeed (found by a new-user trial).
+    d = str(tmp_path)
+
+    @entrypoint(checkpointer=tmp_path / "store", max_workers=1)
+    def flow() -> Any:
+        return ct.gated(d, "held", "released").result(timeout=T)
+
+    async def cancel_once_started() -> None:
+        running = asyncio.ensure_future(flow.ainvoke(run_id="sync-body"))
+        while not (tmp_path / "started-held").exists():
+            await asyncio.sleep(0.01)
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(running, T)
+
+    asyncio.run(cancel_once_started())
+    wait_for(lambda: _status_of(tmp_path / "store", "sync-body") == ("interrupted", "signal"))
+    ct.touch(tmp_path / "gate-held")
+    assert flow.invoke(run_id="sync-body") == "released"
+
+
+def test_cancelling_ainvoke_after_its_body_returned_interrupts_the_run_once(
+    tmp_path: Path,
+) -> None:
+    # The run was released as soon as the await was cancelled while its end was still
+    # being recorded: the same process could claim it again and run the body twice; and
+    # the calls the body had not awaited went on (found by a review).
+    gate = str(tmp_path / "gate")
+    log = str(tmp_path / "log")
+
+    @entrypoint(checkpointer=tmp_path / "store")
+    async def flow() -> str:
+        ct.log_line(log, "body")
+        waits_for_gate(gate)  # not awaited: invoke waits for it after the body returns
+        return "returned"
+
+    async def cancel_then_again() -> str:
+        running = asyncio.ensure_future(flow.ainvoke(run_id="ending"))
+        while read_log(log) != ["body"]:
+            await asyncio.sleep(0.01)
+        running.cancel()  # the body has returned, or is about to: the run ends
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+        Path(gate).touch()
+        try:
+            await flow.ainvoke(run_id="ending")
+        except procflow.RunConflictError as exc:
+            return str(exc)
+        return "ran again"
+
+    outcome = asyncio.run(cancel_then_again())
+    assert outcome == "ran again" or "already running in this process" in outcome
+    wait_for(lambda: _status_of(tmp_path / "store", "ending") is not None)
+    wait_for(lambda: _status_of(tmp_path / "store", "ending")[0] != "running")
+    if outcome != "ran again":
+        assert _status_of(tmp_path / "store", "ending") == ("interrupted", "signal")
+    assert flow.invoke(run_id="ending") == "returned"
+    assert read_log(log).count("body") <= 3  # never two bodies of the run at once
+
+
+def test_an_async_body_raising_cancels_its_process_calls_not_started(tmp_path: Path) -> None:
+    # While the body's loop let its async calls finish, process calls it had queued kept
+    # starting, one after another (found by a review).
+    log, gate = str(tmp_path / "log"), str(tmp_path / "gate")
+
+    @entrypoint(checkpointer=tmp_path / "store", max_workers=1)
+    async def flow() -> None:
+        waits_for_gate(gate)
+        ct.gated(str(tmp_path), "first")  # holds the only worker
+        for i in range(5):
+            ct.logged(log, i)
+        while not (tmp_path / "started-first").exists():
+            await asyncio.sleep(0.01)
+        raise BodyError("the body failed")
+
+    def open_gates() -> None:
+        wait_for_path(tmp_path / "started-first")
+        Path(gate).touch()
+        ct.touch(tmp_path / "gate-first")
+
+    opener = threading.Thread(target=open_gates)
+    opener.start()
+    with pytest.raises(BodyError):
+        flow.invoke(run_id="raised")
+    opener.join(timeout=T)
+    assert read_log(log) == []  # queued behind the running call: cancelled
+
+
+def wait_for_path(path: Path) -> None:
+    wait_for(path.exists, what=str(path))
+
+
+def test_an_async_bodys_own_cancelled_error_is_a_failure_not_a_stop(tmp_path: Path) -> None:
+    # `await fut` on a future cancelled with cancel() raises CancelledError in the body:
+    # that is the body failing, and the run was recorded as stopped (found by a review).
+    @entrypoint(checkpointer=tmp_path / "store", max_workers=1)
+    async def flow() -> int:
+        first = ct.gated(str(tmp_path), "hold")  # holds the only worker
+        queued = ct.square(2)
+        assert queued.cancel()
+        try:
+            return await queued
+        finally:
+            ct.touch(tmp_path / "gate-hold")
+            await first
+
+    with pytest.raises(asyncio.CancelledError):
+        flow.invoke(run_id="own")
+    assert _status_of(tmp_path / "store", "own") == ("failed", None)
+
+
+def test_ainvoke_leaves_no_helper_event_loop_thread(tmp_path: Path) -> None:
+    # A run whose async calls outlived the body's loop got a helper loop thread, which
+    # ainvoke never stopped: one thread more per run (found by a review).
+    @entrypoint(checkpointer=tmp_path / "store", max_workers=1)
+    async def flow(x: int) -> int:
+        ct.asquare(ct.square(x))  # starts after the body returned: on a helper loop
+        return x
+
+    async def three() -> list[int]:
+        return [await flow.ainvoke(i) for i in range(3)]
+
+    assert asyncio.run(three()) == [0, 1, 2]
+    assert not [t for t in threading.enumerate() if t.name == "procflow-async-tasks"]
