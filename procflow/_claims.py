@@ -19,11 +19,11 @@ import fcntl
 import mmap
 import multiprocessing.util
 import os
-import re
 import tempfile
 import threading
 
 from ._forks import reset_in_child
+from ._leftovers import my_prefix, remove_orphans
 
 __all__ = ["ClaimBoard", "attach", "claim"]
 
@@ -36,25 +36,18 @@ def _board_dir() -> str | None:
     return "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
 
 
-# A board's file is named after its driver: its pid and start time. A driver killed by
-# SIGKILL or the OOM killer cannot remove its board (256 KiB of memory under /dev/shm),
-# so each new board first removes the boards whose driver is gone: no process with that
-# pid, or one started at another time (the pid was reused). Names only, no lock: a
-# record lock would meet the claims' flocks on BSD kernels, and a lock taken after the
-# file is made leaves a moment in which a new board looks orphaned.
-_PREFIX = "procflow-claims-"
-_BOARD_NAME = re.compile(re.escape(_PREFIX) + r"(\d+)-(\d+)-")
-
-
 class ClaimBoard:
-    """The driver's side: reset a slot at dispatch, revoke it on cancel."""
+    """The driver's side: reset a slot at dispatch, revoke it on cancel.
+
+    The board's file is named after its driver (_leftovers): a driver killed by SIGKILL
+    cannot remove it (256 KiB of memory under /dev/shm), so each new board first
+    removes the boards whose driver is gone.
+    """
 
     def __init__(self) -> None:
-        directory = _board_dir()
-        _remove_orphans(directory)
-        started = int(_start_time(os.getpid()) or 0)
-        prefix = f"{_PREFIX}{os.getpid()}-{started}-"
-        fd, self.path = tempfile.mkstemp(prefix=prefix, dir=directory)
+        directory = _board_dir() or tempfile.gettempdir()
+        remove_orphans(directory, "claims")
+        fd, self.path = tempfile.mkstemp(prefix=my_prefix("claims"), dir=directory)
         os.ftruncate(fd, SLOTS * _SLOT_BYTES)
         self._fd = fd
         self._map = mmap.mmap(fd, SLOTS * _SLOT_BYTES)
@@ -99,34 +92,6 @@ class ClaimBoard:
             os.close(self._fd)
         with contextlib.suppress(OSError):
             os.unlink(self.path)
-
-
-def _start_time(pid: int) -> float | None:
-    """When process ``pid`` started (seconds since the epoch), None if there is none."""
-    import psutil
-
-    try:
-        return float(psutil.Process(pid).create_time())
-    except psutil.Error:
-        return None
-
-
-def _remove_orphans(directory: str | None) -> None:
-    """Remove the boards of drivers that died without removing them (best effort)."""
-    directory = directory or tempfile.gettempdir()
-    try:
-        names = os.listdir(directory)
-    except OSError:
-        return
-    for name in names:
-        match = _BOARD_NAME.match(name)
-        if match is None:
-            continue  # not a board of this naming
-        started = _start_time(int(match[1]))
-        if started is not None and abs(started - int(match[2])) <= 1:
-            continue  # its driver runs
-        with contextlib.suppress(OSError):
-            os.unlink(os.path.join(directory, name))
 
 
 _board: ClaimBoard | None = None

@@ -16,7 +16,7 @@ from collections import deque
 from concurrent.futures import Future
 from typing import Any, Protocol
 
-from . import _pool, _serde
+from . import _payloads, _pool, _serde
 from ._calls import Call
 from ._claims import ClaimBoard
 from ._worker import run_batch
@@ -90,11 +90,15 @@ class Dispatches:
                 self.claims.reset(token)
                 if not call.running:
                     call.future.revoke = functools.partial(self.claims.revoke, token)
+                pickled = call.task.payload(call.run)
+                payload: bytes | str = pickled
+                if len(pickled) > _payloads.INLINE_BYTES:  # once per run, through a file
+                    payload = call.run.payload_path(pickled)
                 specs.append(
                     (
                         call.token,
                         call.call_id,
-                        call.task.payload(call.run),
+                        payload,
                         _serde.dumps([call.args, call.kwargs]),
                         call.attempt,
                         call.run.run_id,

@@ -111,6 +111,7 @@ class Run:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_lock = threading.Lock()
         self._async_calls: set[Future[Outcome]] = set()  # async calls on self._loop
+        self._payload_paths: dict[int, str] = {}  # id(task payload) -> its file (large ones)
         self._loop_thread: threading.Thread | None = None
 
     @property
@@ -441,7 +442,23 @@ class Run:
         with self._loop_lock:
             self._loop = loop
 
+    def payload_path(self, payload: bytes) -> str:
+        """The file a large task payload travels in, written once per run (scheduler
+        thread only; the payload is the one ``Task.payload`` keeps for this run)."""
+        path = self._payload_paths.get(id(payload))
+        if path is None:
+            from . import _payloads
+
+            path = _payloads.write(payload, f"run{id(self):x}")
+            self._payload_paths[id(payload)] = path
+        return path
+
     def close(self) -> None:
+        if self._payload_paths:
+            from . import _payloads
+
+            _payloads.remove(list(self._payload_paths.values()))
+            self._payload_paths.clear()
         if self._loop_thread is not None and self._loop is not None:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._loop_thread.join(timeout=5)

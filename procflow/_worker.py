@@ -36,9 +36,9 @@ __all__ = ["Outcome", "execute", "run_batch"]
 
 # (call_id, ok, JSON text of the result | error envelope dict, metadata dict)
 Outcome = tuple[str, bool, Any, dict[str, Any]]
-# (dispatch token, call_id, task payload, JSON text of [args, kwargs], attempt, run_id,
-#  retry policy)
-CallSpec = tuple[int, str, bytes, str, int, "str | None", "RetryPolicy | None"]
+# (dispatch token, call_id, task payload (or the path of its file), JSON text of
+#  [args, kwargs], attempt, run_id, retry policy)
+CallSpec = tuple[int, str, "bytes | str", str, int, "str | None", "RetryPolicy | None"]
 
 _EXIT_TYPES = (SystemExit, KeyboardInterrupt, GeneratorExit)
 # How often a batch of short calls sends its finished outcomes: every two of the longest
@@ -51,7 +51,7 @@ REPORT_SECONDS = 0.02
 # Tasks unpickled in this worker, by payload. A task is pickled once per run, so a script's
 # task whose globals differ from run to run is a new payload each time: keep the last few.
 TASK_CACHE_SIZE = 64
-_task_cache: dict[bytes, Task[Any, Any]] = {}
+_task_cache: dict[bytes | str, Task[Any, Any]] = {}
 # The store of the run whose batch this worker runs (nested calls read its cache), and
 # cache entries nested calls produced, to travel back with the outer call's outcome
 # (only the driver writes the store).
@@ -248,7 +248,8 @@ def run_batch(specs: list[CallSpec], store_path: str | None = None) -> list[tupl
             # worker must not count against the call's timeout.
             task = _task_cache.get(payload)
             if task is None:
-                task = pickle.loads(payload)
+                # A large payload comes as the path of a file (_payloads), read once.
+                task = pickle.loads(payload if isinstance(payload, bytes) else _read(payload))
                 if len(_task_cache) >= TASK_CACHE_SIZE:  # a payload per run: keep the last
                     del _task_cache[next(iter(_task_cache))]
                 _task_cache[payload] = task
@@ -272,6 +273,11 @@ def run_batch(specs: list[CallSpec], store_path: str | None = None) -> list[tupl
     elif done:
         _report(sent, pid, done, None, unsent)
     return unsent
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as source:
+        return source.read()
 
 
 def _report(
