@@ -167,7 +167,7 @@ def _conversion_hint(v: object, wanted: object = None) -> str:
     when only the hints that lead to it fit."""
     if wanted in (None, list):
         if hasattr(v, "tolist"):
-            return "; use .tolist(), or write it to a file and pass its path instead"
+            return "; use .tolist(), or write a file and pass its path"
         if isinstance(v, (set, frozenset)):
             return "; use a list (sorted(...) for a stable order)"
         if hasattr(v, "__next__"):
@@ -175,7 +175,7 @@ def _conversion_hint(v: object, wanted: object = None) -> str:
     if wanted is list and isinstance(v, tuple):
         return "; pass a list (list(...)), or annotate it as a tuple"
     if wanted in (None, str) and isinstance(v, (bytes, bytearray, memoryview)):
-        return "; decode it to a str (base64 for binary data), or write it to a file and pass its path instead"
+        return "; decode it to a str (base64 for binary data), or write a file and pass its path"
     return ""
 
 

@@ -671,7 +671,7 @@ def test_an_annotated_value_of_the_wrong_type_gets_the_conversion_hint() -> None
         "use a list (sorted(...) for a stable order)"
     )
     assert refusal(codec_for(str), b"x").endswith(
-        "; decode it to a str (base64 for binary data), or write it to a file and pass its path instead"
+        "; decode it to a str (base64 for binary data), or write a file and pass its path"
     )
     assert refusal(codec_for(int), "1") == (
         "task 'f': result: Input should be a valid integer (got str '1')"
