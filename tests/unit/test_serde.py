@@ -300,7 +300,7 @@ def test_numpy_like_arrays_are_refused_with_the_tolist_hint() -> None:
     array_type = type("ndarray", (), {"tolist": lambda self: [], "__module__": "numpy"})
     assert refusal(PLAIN, {"a": array_type()}) == (
         "task 'f': result['a']: ndarray is not JSON-serializable; use .tolist(), or write a "
-        "file and return its path"
+        "file and pass its path"
     )
 
 
