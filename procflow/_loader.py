@@ -94,6 +94,12 @@ def load_target(target: str) -> Any:
 
 def _import_file(path: str) -> ModuleType:
     if not os.path.isfile(path):
+        if os.path.basename(path).startswith("<"):  # <stdin>, <string>: no file to import
+            raise TargetError(
+                f"no such file: {path!r}: the run was started from code Python read from "
+                "stdin, `-c` or the REPL; invoke its entrypoint again from Python with "
+                "the same run id to resume it"
+            )
         raise TargetError(f"no such file: {path!r}")
     folder = os.path.dirname(path)
     name = os.path.splitext(os.path.basename(path))[0]

@@ -170,3 +170,10 @@ def test_input_is_as_strict_as_a_python_callers_value(tmp_path: Path) -> None:
     assert _loader.input_args(numbers, "[1, 2]") == ([1, 2],)
     with pytest.raises(UsageError, match="does not fit"):
         _loader.input_args(numbers, '[1, "2"]')
+
+
+def test_a_target_from_stdin_says_how_such_a_run_resumes(tmp_path: Path) -> None:
+    # `procflow resume` of a run started by `python - < flow.py` said only "no such
+    # file: '.../<stdin>'" (found by a new-user trial).
+    with pytest.raises(TargetError, match="started from code Python read from stdin"):
+        load_target(f"{tmp_path / '<stdin>'}:main")
