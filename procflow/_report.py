@@ -307,11 +307,16 @@ def analyze(record: dict[str, Any], entries: list[dict[str, Any]]) -> Analysis:
 
 
 def summarize_run(
-    record: dict[str, Any], entries: list[dict[str, Any]], now: float
+    record: dict[str, Any], entries: list[dict[str, Any]], now: float, alive: bool = True
 ) -> dict[str, Any]:
-    """The figures of the ``runs`` listing: calls, failed calls, duration."""
+    """The figures of the ``runs`` listing: calls, failed calls, duration. A run whose
+    process died without recording an end (``alive`` false) lasted until its last
+    attempt ended, not until now."""
     calls, _ = merge_calls(entries)
     started, ended = record.get("started_at"), record.get("ended_at")
+    if not isinstance(ended, (int, float)) and not alive:
+        ends = [a.get("end") for c in calls for a in c.attempts]
+        ended = max((e for e in ends if isinstance(e, (int, float))), default=started)
     if isinstance(started, (int, float)):
         duration: float | None = (ended if isinstance(ended, (int, float)) else now) - started
     else:

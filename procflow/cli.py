@@ -284,8 +284,9 @@ def runs(as_json: bool, status: str | None, store_dir: str | None, debug: bool) 
     now, rows = time.time(), []
     for r in store.list_runs() if store is not None else []:
         if store is not None and (status is None or r.get("status") == status):
-            figures = _report.summarize_run(r, store.load_entries(r["run_id"]), now)
-            rows.append({**r, **figures, "owner_alive": owner_alive(r.get("owner"))})
+            alive = owner_alive(r.get("owner"))
+            figures = _report.summarize_run(r, store.load_entries(r["run_id"]), now, alive)
+            rows.append({**r, **figures, "owner_alive": alive})
     if as_json:
         _echo_json(rows)
         return

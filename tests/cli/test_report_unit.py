@@ -197,6 +197,10 @@ def test_summarize_run() -> None:
     }
     running = {"run_id": "r", "status": "running", "started_at": 8.0}
     assert _report.summarize_run(running, [], now=10.0)["duration"] == 2.0
+    # A run whose process died lasted until its last attempt ended, not until now: its
+    # duration in `runs` grew for ever (found by a new-user trial).
+    died = {"run_id": "r", "status": "running", "started_at": 0.0}
+    assert _report.summarize_run(died, entries, now=1e9, alive=False)["duration"] == 4.2
 
 
 def test_render_text() -> None:
