@@ -10,6 +10,7 @@ the queued one stays cancellable until it starts (``_claims``). A dispatch is on
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 from collections import deque
@@ -93,7 +94,8 @@ class Dispatches:
                 pickled = call.task.payload(call.run)
                 payload: bytes | str = pickled
                 if len(pickled) > _payloads.INLINE_BYTES:  # once per run, through a file
-                    payload = call.run.payload_path(pickled)
+                    with contextlib.suppress(OSError):  # no room for it: inline, as before
+                        payload = call.run.payload_path(pickled)
                 specs.append(
                     (
                         call.token,

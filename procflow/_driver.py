@@ -55,6 +55,11 @@ class _Terminated(BaseException):
     """Raised in the main thread by the SIGTERM handler to unwind the body."""
 
 
+# How long a stop waits for the calls it stopped to report (a killed worker's break, a
+# cancelled coroutine) before it records the run interrupted anyway.
+STOP_WAIT_SECONDS = 10.0
+
+
 class _RunDriver(Generic[R]):
     """The life of one invoke: record, body, waiting, ending."""
 
@@ -107,18 +112,24 @@ class _RunDriver(Generic[R]):
                 has_resume_value=command is not None,
                 settings={"max_workers": max_workers or ep.max_workers or _usable_cores()},
             )
-            self.record = record
-            input_plain = record.get("input")
-            resume_values = list(record.get("resume_values", []))
         self.run_id = run_id
+        self._previous = previous
         try:
+            if store is not None:
+                self.record = record
+                input_plain = record.get("input")
+                resume_values = list(record.get("resume_values", []))
             self._begin(input_plain, resume_values, rerun_changed, max_workers)
         except BaseException:
             # The run is claimed (owned, and live in this process) but will not run: a
             # checkpoint that does not load, an input that does not decode, Ctrl-C.
-            if store is not None and run_id is not None and not self.finished:
-                _records.abandon_claim(store, run_id, previous)
+            self.abandon()
             raise
+
+    def abandon(self) -> None:
+        """Give up the claim of a run that will not be driven (see abandon_claim)."""
+        if self.store is not None and self.run_id is not None and not self.finished:
+            _records.abandon_claim(self.store, self.run_id, self._previous)
 
     def _begin(
         self,
@@ -248,6 +259,7 @@ class _RunDriver(Generic[R]):
             except asyncio.CancelledError:
                 if not finishing.done():  # cancelled while the run ends: its calls stop
                     self._stop_calls(whole_process=False)
+                    await asyncio.wait({finishing}, timeout=STOP_WAIT_SECONDS)
                 raise
         finally:
             unregister_active(run)
@@ -275,9 +287,11 @@ class _RunDriver(Generic[R]):
 
     def _release(self) -> None:
         """The run's end is recorded: its helper loop goes, and the run id is free."""
-        self.run.close()
-        if self.store is not None and self.run_id is not None:
-            _records.release_run(self.store, self.run_id)
+        try:
+            self.run.close()
+        finally:
+            if self.store is not None and self.run_id is not None:
+                _records.release_run(self.store, self.run_id)
 
     # -- endings ------------------------------------------------------------------------
     def _succeeded(self, result: Any) -> R:
@@ -335,7 +349,7 @@ class _RunDriver(Generic[R]):
         """Stop the run's calls and record it interrupted. A signal stops every pool of
         the process; a cancelled ainvoke only this run's calls."""
         self._stop_calls(whole_process)
-        self.run.wait_idle(timeout=10)
+        self.run.wait_idle(timeout=STOP_WAIT_SECONDS)
         if self.record is not None and self.record.get("status") != "running":
             # This session recorded its end already (succeeded, paused, failed), and
             # then came Ctrl-C: that end stands (a done run is not run again).

@@ -23,6 +23,7 @@ from . import _callsite, _serde
 from ._context import current_call_var, current_run_var
 from ._driver import (
     _NO_INPUT,
+    STOP_WAIT_SECONDS,
     Command,
     _install_sigterm,
     _InterruptSignal,
@@ -179,13 +180,18 @@ class Entrypoint(Generic[R]):
             driver = self._driver(input, run_id, config, rerun_changed, store, max_workers)
             if driver.finished:
                 return driver.stored_result()
-            with cf.ThreadPoolExecutor(1, thread_name_prefix="procflow-invoke") as helper:
-                driving = helper.submit(self._drive_sync, driver, progress)
-                try:
-                    return driving.result()
-                except KeyboardInterrupt:  # Ctrl-C reaches this thread, not the helper
-                    driver.stop()
-                    raise
+            helper = cf.ThreadPoolExecutor(1, thread_name_prefix="procflow-invoke")
+            driving = helper.submit(self._drive_sync, driver, progress)
+            try:
+                return driving.result()
+            except KeyboardInterrupt:  # Ctrl-C reaches this thread, not the helper
+                driver.stop()
+                # As long as a stop waits for its calls; a body busy with its own work
+                # cannot be stopped, and is left to finish in the helper.
+                cf.wait([driving], timeout=STOP_WAIT_SECONDS)
+                raise
+            finally:
+                helper.shutdown(wait=driving.done())
         driver = self._driver(input, run_id, config, rerun_changed, store, max_workers)
         if driver.finished:
             return driver.stored_result()
@@ -310,6 +316,9 @@ class Entrypoint(Generic[R]):
         except asyncio.CancelledError:
             if not driving.done():
                 driver.stop()
+                # Until its end is recorded and its id free (a retry right away is not
+                # refused), as long as a stop waits for its calls.
+                await asyncio.wait({driving}, timeout=STOP_WAIT_SECONDS)
             raise
 
     # -- internals ------------------------------------------------------------------------
@@ -341,7 +350,12 @@ class Entrypoint(Generic[R]):
         return _RunDriver(self, input, command, run_id, checkpointer, rerun_changed, max_workers)
 
     def _drive_sync(self, driver: _RunDriver[R], progress: bool | None) -> R:
-        with _progress_for(driver, progress):
+        try:
+            bar = _progress_for(driver, progress)
+        except BaseException:  # before drive(), which releases the run at its end
+            driver.abandon()
+            raise
+        with bar:
             return driver.drive(lambda: self._run_body_sync(driver))
 
     def _run_body_sync(self, driver: _RunDriver[R]) -> Any:

@@ -201,9 +201,24 @@ def _run_by_another_process(record: dict[str, Any]) -> bool:
     record owned by this process is no thread's run (its invoke ended without
     recording an end: a failed final write, say), so it may be taken over."""
     owner = record.get("owner")
-    if record.get("status") != "running" or (owner and owner.get("pid") == os.getpid()):
+    if record.get("status") != "running" or _is_this_process(owner):
         return False
     return owner_alive(owner)
+
+
+def _is_this_process(owner: dict[str, Any] | None) -> bool:
+    """Host, pid and start time: a container's driver is often pid 1 on another host."""
+    if not owner:
+        return False
+    me = _owner()
+    try:
+        return bool(
+            owner.get("host") == me["host"]
+            and owner.get("pid") == me["pid"]
+            and abs(float(owner["created"]) - me["created"]) < 1.0
+        )
+    except (KeyError, TypeError, ValueError):
+        return False
 
 
 def waits_for_an_answer(record: dict[str, Any]) -> bool:

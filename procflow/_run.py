@@ -462,7 +462,8 @@ class Run:
         if self._loop_thread is not None and self._loop is not None:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._loop_thread.join(timeout=5)
-            self._loop.close()
+            if not self._loop_thread.is_alive():  # a task blocking the loop: left to it
+                self._loop.close()
         self._loop = None
         self._loop_thread = None
 

@@ -100,22 +100,24 @@ def test_workers_die_within_two_seconds_of_a_driver_sigkill(tmp_path: Path) -> N
 def test_the_next_driver_removes_the_claims_board_a_killed_driver_left(tmp_path: Path) -> None:
     # A SIGKILLed driver cannot remove its board (256 KiB of memory under /dev/shm);
     # they piled up by the hundred (found by a review and a new-user trial).
-    from procflow import _claims
+    from procflow import _claims, _leftovers
 
     proc, markers, _ = _start_long(tmp_path)
     pids = _worker_pids(markers)
     directory = _claims._board_dir() or tempfile.gettempdir()
-    [board] = glob.glob(os.path.join(directory, f"procflow-claims-{proc.pid}-*"))
-    _claims.ClaimBoard().close()  # another driver starts: the live one's board is kept
-    assert os.path.exists(board)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.communicate(timeout=30)
+    try:  # procflow-claims-<pid namespace>-<pid>-<start time>-...
+        [board] = glob.glob(os.path.join(directory, f"procflow-claims-*-{proc.pid}-*"))
+        _claims.ClaimBoard().close()  # another driver starts: the live one's is kept
+        assert os.path.exists(board)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=30)
     wait_for(lambda: not any(pid_alive(p) for p in pids), timeout=10, what="workers to exit")
     assert os.path.exists(board)
     mine = _claims.ClaimBoard()  # the next driver's
     try:
         assert not os.path.exists(board)
-        assert os.path.basename(mine.path).startswith(f"procflow-claims-{os.getpid()}-")
+        assert os.path.basename(mine.path).startswith(_leftovers.my_prefix("claims"))
     finally:
         mine.close()
     assert not os.path.exists(mine.path)

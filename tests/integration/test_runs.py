@@ -798,3 +798,57 @@ def test_a_resume_with_a_command_whose_claim_failed_can_be_tried_again(
     )
     assert record.get("resume_values", []) == [] and "owner" not in record
     assert asks.invoke(Command(resume="yes"), run_id="q") == [4, "yes"]
+
+
+def test_a_running_record_of_our_pid_on_another_host_is_not_taken_over(tmp_path: Path) -> None:
+    # Only the pid was compared with this process's: a container's driver is often pid 1,
+    # so a live run on another host sharing the store was taken over (found by a review).
+    import time as clock
+
+    store_dir = tmp_path / "store"
+
+    @entrypoint(checkpointer=store_dir, max_workers=1)
+    def main(x: int) -> int:
+        return x
+
+    with Store(store_dir) as store:
+        store.put_run(
+            {
+                "run_id": "shared",
+                "entrypoint": main.name,
+                "input": 1,
+                "status": "running",
+                "started_at": clock.time(),
+                "attempts": 1,
+                "owner": {"pid": os.getpid(), "host": "another-container", "created": 1.0},
+            }
+        )
+    with pytest.raises(RunConflictError, match="being run now by process"):
+        main.invoke(1, run_id="shared")
+
+
+def test_a_run_is_released_even_when_closing_it_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An error closing the run (its helper event loop still busy) skipped the release:
+    # the id was refused for the rest of the process's life (found by a review).
+    from procflow import _run
+
+    close = _run.Run.close
+    failures: list[int] = []
+
+    def fails_once(self: _run.Run) -> None:
+        close(self)
+        if not failures:
+            failures.append(1)
+            raise RuntimeError("Cannot close a running event loop (injected)")
+
+    monkeypatch.setattr(_run.Run, "close", fails_once)
+
+    @entrypoint(checkpointer=tmp_path / "store", max_workers=1)
+    def main(x: int) -> int:
+        return tagged(str(tmp_path / "ledger"), x).result(timeout=T)
+
+    with pytest.raises(RuntimeError, match="injected"):
+        main.invoke(2, run_id="closing")
+    assert main.invoke(2, run_id="closing") == 2  # not RunConflictError

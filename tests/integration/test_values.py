@@ -320,3 +320,27 @@ def test_a_large_task_payload_travels_once_per_run_through_a_file(
     assert sent and all(isinstance(p, str) for p in sent), [type(p) for p in sent]
     assert len(set(sent)) == 1  # one file for the run
     assert not os.path.exists(sent[0])  # removed when the run closed
+
+
+def test_a_large_payload_goes_inline_when_its_file_cannot_be_written(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A full /tmp made the dispatch raise half-way: its calls were neither sent nor
+    # failed, and the run waited for ever (found by a review).
+    from procflow import _payloads
+
+    def no_room(payload: bytes, owner: str) -> str:
+        raise OSError(28, "No space left on device (injected)")
+
+    monkeypatch.setattr(_payloads, "write", no_room)
+    table = list(range(200_000))
+
+    @procflow.task
+    def look_up(i: int) -> int:
+        return table[i] + 1
+
+    @entrypoint(checkpointer=False, max_workers=2)
+    def main(n: int) -> int:
+        return sum(f.result(timeout=T) for f in look_up.map(range(n)))
+
+    assert main.invoke(4) == sum(range(4)) + 4

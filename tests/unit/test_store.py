@@ -596,3 +596,21 @@ def test_values_in_side_files_are_refused(tmp_path: Path) -> None:
         with pytest.raises(StoreError, match="non-text entry"):
             store.get_run("r")
         assert any("record/r" in problem for problem in store.check())
+
+
+def test_leftovers_of_a_dead_process_go_and_other_namespaces_are_left(tmp_path: Path) -> None:
+    # Containers of one pod share /tmp and /dev/shm but not their pids: a file of
+    # another PID namespace was judged orphaned and removed under its live driver
+    # (found by a review).
+    from procflow import _leftovers
+
+    namespace = _leftovers._pid_namespace()
+    dead = 2**22 + 17  # above any pid_max: no such process
+    ours_dead = tmp_path / f"procflow-test-{namespace}-{dead}-1000-a"
+    other_ns = tmp_path / f"procflow-test-{namespace + 1}-{dead}-1000-b"
+    mine = tmp_path / (_leftovers.my_prefix("test") + "c")
+    for path in (ours_dead, other_ns, mine):
+        path.write_text("x")
+    _leftovers.remove_orphans(str(tmp_path), "test")
+    assert not ours_dead.exists()
+    assert other_ns.exists() and mine.exists()
