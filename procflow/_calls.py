@@ -119,6 +119,8 @@ def mark_futures(value: Any, deps: list[TaskFuture[Any]]) -> Any:
         deps.append(value)
         return {FUTURE_MARKER: value.call_id}
     if kind is list or kind is tuple:
+        if SCALARS.issuperset(map(type, value)):  # nothing to mark: checked at C speed
+            return value
         before = len(deps)
         items = [mark_futures(v, deps) for v in value]
         return items if len(deps) != before else value
