@@ -180,30 +180,17 @@ def claim_run(
     return record, finished, previous
 
 
-def being_run_now(record: dict[str, Any], store: Store | None = None) -> bool:
+def being_run_now(record: dict[str, Any]) -> bool:
     """Whether the run is ``running`` and the process that owns it is alive (a ``running``
-    record whose owner died is a run to take over).
-
-    With ``store``, a run this very process owns counts only while one of its threads
-    runs it: an invoke whose final write failed (a full disk) left its record
-    ``running``, and this process could never run it again until it exited."""
-    if record.get("status") != "running":
-        return False
-    owner = record.get("owner")
-    if store is not None and owner and owner.get("pid") == os.getpid() and owner_alive(owner):
-        with _stores_lock:
-            return (str(store.path), record.get("run_id")) in _live
-    return owner_alive(owner)
+    record whose owner died is a run to take over)."""
+    return record.get("status") == "running" and owner_alive(record.get("owner"))
 
 
 def _run_by_another_process(record: dict[str, Any]) -> bool:
     """For a claim, which holds this process's reservation of the run: a ``running``
     record owned by this process is no thread's run (its invoke ended without
     recording an end: a failed final write, say), so it may be taken over."""
-    owner = record.get("owner")
-    if record.get("status") != "running" or _is_this_process(owner):
-        return False
-    return owner_alive(owner)
+    return being_run_now(record) and not _is_this_process(record.get("owner"))
 
 
 def _is_this_process(owner: dict[str, Any] | None) -> bool:
