@@ -4,16 +4,14 @@ A task defined in a script or a notebook is pickled by value, with the globals i
 a 48 MB array in a notebook made every dispatch carry 48 MB (8 s instead of 1 s for 40
 calls of 50 ms). A payload over ``INLINE_BYTES`` is written once per run to a file, and
 a dispatch carries the path; each worker reads a path once (its task cache is keyed by
-it). The files live in a folder named after the driver
-(_leftovers), removed when the run closes, at exit, or by a later driver once this one
-is gone.
+it). The files live in a folder named after the driver (_leftovers), removed when the
+run closes, at exit, or by a later driver once this one is gone.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
-import hashlib
 import multiprocessing.util
 import os
 import shutil
@@ -30,11 +28,10 @@ _folder: str | None = None
 _lock = threading.Lock()
 
 
-def write(payload: bytes, owner: str) -> str:
-    """The path of a new file holding ``payload``, for one run (``owner``, whose close
-    removes it: two runs of the same task never share a file one of them removes)."""
-    digest = hashlib.blake2b(payload, digest_size=16).hexdigest()
-    path = os.path.join(_own_folder(), f"{owner}-{digest}")
+def write(payload: bytes, name: str) -> str:
+    """The path of a new file holding ``payload``. ``name`` is unique to one run and
+    payload (that run's close removes it, and no other run reads it)."""
+    path = os.path.join(_own_folder(), name)
     partial = f"{path}.part"
     with open(partial, "wb") as out:
         out.write(payload)

@@ -449,7 +449,8 @@ class Run:
         if path is None:
             from . import _payloads
 
-            path = _payloads.write(payload, f"run{id(self):x}")
+            # Both ids hold while the run does: it keeps its payloads (Task.payload).
+            path = _payloads.write(payload, f"run{id(self):x}-{id(payload):x}")
             self._payload_paths[id(payload)] = path
         return path
 

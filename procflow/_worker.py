@@ -16,6 +16,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import _serde
@@ -249,7 +250,9 @@ def run_batch(specs: list[CallSpec], store_path: str | None = None) -> list[tupl
             task = _task_cache.get(payload)
             if task is None:
                 # A large payload comes as the path of a file (_payloads), read once.
-                task = pickle.loads(payload if isinstance(payload, bytes) else _read(payload))
+                task = pickle.loads(
+                    payload if isinstance(payload, bytes) else Path(payload).read_bytes()
+                )
                 if len(_task_cache) >= TASK_CACHE_SIZE:  # a payload per run: keep the last
                     del _task_cache[next(iter(_task_cache))]
                 _task_cache[payload] = task
@@ -273,11 +276,6 @@ def run_batch(specs: list[CallSpec], store_path: str | None = None) -> list[tupl
     elif done:
         _report(sent, pid, done, None, unsent)
     return unsent
-
-
-def _read(path: str) -> bytes:
-    with open(path, "rb") as source:
-        return source.read()
 
 
 def _report(

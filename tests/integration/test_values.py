@@ -329,7 +329,7 @@ def test_a_large_payload_goes_inline_when_its_file_cannot_be_written(
     # failed, and the run waited for ever (found by a review).
     from procflow import _payloads
 
-    def no_room(payload: bytes, owner: str) -> str:
+    def no_room(payload: bytes, name: str) -> str:
         raise OSError(28, "No space left on device (injected)")
 
     monkeypatch.setattr(_payloads, "write", no_room)
