@@ -172,30 +172,26 @@ class Entrypoint(Generic[R]):
     ) -> R:
         """Run the entrypoint to its end and return its validated result."""
         self._refuse_nested()  # before the helper thread below, which has no context
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            pass
-        else:  # inside a running loop (a notebook): drive the run from a helper thread
-            driver = self._driver(input, run_id, config, rerun_changed, store, max_workers)
-            if driver.finished:
-                return driver.stored_result()
-            helper = cf.ThreadPoolExecutor(1, thread_name_prefix="procflow-invoke")
-            driving = helper.submit(self._drive_sync, driver, progress)
-            try:
-                return driving.result()
-            except KeyboardInterrupt:  # Ctrl-C reaches this thread, not the helper
-                driver.stop()
-                # As long as a stop waits for its calls; a body busy with its own work
-                # cannot be stopped, and is left to finish in the helper.
-                cf.wait([driving], timeout=STOP_WAIT_SECONDS)
-                raise
-            finally:
-                helper.shutdown(wait=driving.done())
         driver = self._driver(input, run_id, config, rerun_changed, store, max_workers)
         if driver.finished:
             return driver.stored_result()
-        return self._drive_sync(driver, progress)
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return self._drive_sync(driver, progress)
+        # Inside a running loop (a notebook): the run is driven from a helper thread.
+        helper = cf.ThreadPoolExecutor(1, thread_name_prefix="procflow-invoke")
+        driving = helper.submit(self._drive_sync, driver, progress)
+        try:
+            return driving.result()
+        except KeyboardInterrupt:  # Ctrl-C reaches this thread, not the helper
+            driver.stop()
+            # As long as a stop waits for its calls; a body busy with its own work
+            # cannot be stopped, and is left to finish in the helper.
+            cf.wait([driving], timeout=STOP_WAIT_SECONDS)
+            raise
+        finally:
+            helper.shutdown(wait=driving.done())
 
     def stream(
         self,
