@@ -20,10 +20,7 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sqlite3
-import sys
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +29,7 @@ from typing import Any
 import diskcache
 
 from procflow._entries import dumps as _dumps
+from procflow._mounts import warn_if_network_fs
 from procflow.errors import StoreError
 
 __all__ = ["FORMAT_VERSION", "CacheEntry", "Store"]
@@ -46,9 +44,7 @@ _SYNC = {"normal": 1, "full": 2}  # PRAGMA synchronous levels
 _DBNAME = "cache.db"  # diskcache.core.DBNAME
 _MODE_RAW, _MODE_PICKLE = 1, 4  # diskcache.core.MODE_*
 _BUSY_TIMEOUT = 60.0  # seconds a writer waits for another process's write lock
-_MOUNTS = "/proc/mounts"
 CHUNK_BYTES = 64 * 2**20  # a group's entries past this size are split over several chunks
-_NETWORK_FS = frozenset({"nfs", "nfs4", "cifs", "fuse.sshfs", "9p", "lustre", "gpfs"})
 _DB_ERRORS = (sqlite3.Error, OSError, diskcache.Timeout)
 _FIX = "move it away, or point checkpointer= (or --store) elsewhere"
 _SETTINGS = {  # a checkpoint store's settings, not a cache's (module docstring)
@@ -142,7 +138,7 @@ class Store:
             if self.path.exists() and not self.path.is_dir():
                 raise StoreError(f"{self._where}: the path is a file, not a folder; {_FIX}")
             self.path.mkdir(parents=True, exist_ok=True)
-            _warn_if_network_fs(self.path)
+            warn_if_network_fs(self.path)
             fresh = self._inspect()
             sync = _SYNC[self.sync]
             cache = _Cache(str(self.path), sync, timeout=_BUSY_TIMEOUT, disk=_TextDisk, **_SETTINGS)
@@ -573,30 +569,3 @@ def _encode_cache(entry: CacheEntry) -> str:
     # A header line, then the value text untouched: cache_get returns exactly the text
     # that was stored, and the TTL decision parses only the header.
     return f"{_dumps([entry.stored_at, entry.expires_at])}\n{entry.value}"
-
-
-def _warn_if_network_fs(path: Path) -> None:
-    """Warn when ``path`` is on a network filesystem, where SQLite's locking is unsafe."""
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        with open(_MOUNTS, encoding="utf-8", errors="replace") as mounts:
-            lines = mounts.read().splitlines()
-    except OSError:
-        return
-    target, best, fstype = str(path), "", ""
-    for fields in (line.split() for line in lines):
-        if len(fields) < 3:
-            continue
-        point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), fields[1])  # \040 = space
-        inside = target == point or target.startswith(point.rstrip("/") + "/")
-        if inside and len(point) >= len(best):  # the deepest mount, the last one on ties
-            best, fstype = point, fields[2]
-    if fstype in _NETWORK_FS or fstype.startswith("smb"):
-        warnings.warn(
-            f"the procflow store {target!r} is on a {fstype} network filesystem: SQLite's "
-            "locking needs every process that opens it on one host, or the store may be "
-            "corrupted; prefer a local disk",
-            RuntimeWarning,
-            stacklevel=4,
-        )

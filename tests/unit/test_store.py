@@ -14,7 +14,7 @@ from typing import Any
 import diskcache
 import pytest
 
-from procflow import _store
+from procflow import _mounts, _store
 from procflow._store import FORMAT_VERSION, CacheEntry, Store
 from procflow.errors import StoreError
 
@@ -234,7 +234,7 @@ def test_network_filesystem_warns(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         "/dev/sda1 / ext4 rw 0 0\n"
         f"server:/export {str(spaced).replace(' ', chr(92) + '040')} nfs4 rw 0 0\n"
     )
-    monkeypatch.setattr(_store, "_MOUNTS", str(mounts))
+    monkeypatch.setattr(_mounts, "MOUNTS", str(mounts))
     with pytest.warns(RuntimeWarning, match="nfs4"):
         Store(spaced / "store").close()
     with warnings.catch_warnings():
