@@ -17,7 +17,7 @@ from collections import deque
 from concurrent.futures import Future
 from typing import Any, Protocol
 
-from . import _payloads, _pool, _serde
+from . import _payloads, _pool
 from ._calls import Call
 from ._claims import ClaimBoard
 from ._worker import run_batch
@@ -101,7 +101,7 @@ class Dispatches:
                         call.token,
                         call.call_id,
                         payload,
-                        _serde.dumps([call.args, call.kwargs]),
+                        call.args_text(),
                         call.attempt,
                         call.run.run_id,
                         call.policy,

@@ -14,10 +14,11 @@ import time
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from typing import Any, Protocol
 
+from . import _serde
 from ._calls import Call
 from ._context import CallInfo
 from ._failures import timeout_error
-from ._worker import Outcome, error_envelope, execute, execute_async, fresh_copy
+from ._worker import Outcome, error_envelope, execute, execute_async, split_args
 
 __all__ = ["LocalCalls"]
 
@@ -54,7 +55,8 @@ class LocalCalls:
         call.started = time.time()
         self._local[token] = call
         info = CallInfo(call.run.run_id, call.call_id, call.attempt, call.task.name)
-        args, kwargs = fresh_copy(call.args, call.kwargs)
+        # A fresh copy through JSON: the call can never mutate its caller's values.
+        args, kwargs = split_args(_serde.loads(call.args_text()))
         if call.run.listener is not None:
             call.run.emit("task_started", call, pid=os.getpid(), attempt=call.attempt)
         timeout = call.task.timeout

@@ -214,6 +214,22 @@ def describe(xs: Any, pair: Any, mapping: Any) -> list[Any]:
 
 
 @task
+def key_orders(mapping: dict[str, int], **options: Any) -> list[list[str]]:
+    """The key order of a dict argument and of the keyword arguments, as the task saw them."""
+    return [list(mapping), list(options)]
+
+
+@task(executor="thread")
+def key_orders_thread(mapping: dict[str, int], **options: Any) -> list[list[str]]:
+    return [list(mapping), list(options)]
+
+
+@task(executor="inline")
+def key_orders_inline(mapping: dict[str, int], **options: Any) -> list[list[str]]:
+    return [list(mapping), list(options)]
+
+
+@task
 def call_info() -> list[Any]:
     info = procflow.current_call()
     assert info is not None

@@ -37,6 +37,31 @@ def test_a_set_result_is_not_serializable_and_not_retried(tmp_path: Path) -> Non
     assert read_log(log) == ["executed"]  # the RetryPolicy did not retry it
 
 
+@pytest.mark.parametrize("which", ["key_orders", "key_orders_thread", "key_orders_inline"])
+def test_a_task_sees_its_arguments_key_order_not_the_call_ids_sorted_one(
+    tmp_path: Path, which: str
+) -> None:
+    # The call id is computed from canonical JSON (sorted keys); the call must still get
+    # the caller's order, for a dict argument and for **kwargs, on every executor.
+    fn = getattr(ct, which)
+
+    @entrypoint(checkpointer=tmp_path / "store", max_workers=2)
+    def main() -> list[Any]:
+        return [
+            fn({"b": 1, "a": 2}, z=1, y=2).result(timeout=T),
+            fn({"b": 1, "a": 2}).result(timeout=T),
+            fn({}, z=1, y=2).result(timeout=T),
+            fn({"x{": 1}, a=1, b=2).result(timeout=T),  # a "{" inside a key
+        ]
+
+    assert main.invoke() == [
+        [["b", "a"], ["z", "y"]],
+        [["b", "a"], []],
+        [[], ["z", "y"]],
+        [["x{"], ["a", "b"]],
+    ]
+
+
 def test_a_non_json_argument_fails_at_the_call_and_dispatches_nothing(tmp_path: Path) -> None:
     log = str(tmp_path / "lock.log")
     seen: list[BaseException] = []
