@@ -487,3 +487,49 @@ def test_ctrl_c_during_invoke_inside_a_running_loop_stops_the_run(tmp_path: Path
     code, out, err = run(["-c", CTRL_C_IN_A_NOTEBOOK, here, str(tmp_path)], env_with())
     assert code == 0, err
     assert out.strip() == "interrupted signal ['start']", err  # never reached its end
+
+
+CTRL_C_IN_A_NOTEBOOK_BODY_BUSY = """
+import asyncio, os, signal, sys, threading
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+import core_tasks as ct
+import procflow
+import procflow._entrypoint
+
+procflow._entrypoint.STOP_WAIT_SECONDS = 0.5  # the bound under test, made short
+d = Path(sys.argv[2])
+
+@procflow.entrypoint(checkpointer=d / "store", max_workers=1)
+def flow() -> str:
+    ct.touch(d / "body-busy")
+    ct.wait_for_file(d / "release", deadline=20)  # its own work: no call to stop
+    ct.touch(d / "body-done")
+    return "done"
+
+def ctrl_c_once_busy() -> None:
+    ct.wait_for_file(d / "body-busy")
+    os.kill(os.getpid(), signal.SIGINT)
+
+async def cell() -> None:
+    threading.Thread(target=ctrl_c_once_busy, daemon=True).start()
+    flow.invoke(run_id="cell")
+
+loop = asyncio.new_event_loop()
+try:
+    loop.run_until_complete(cell())
+except KeyboardInterrupt:
+    print("interrupted while the body was busy:", not (d / "body-done").exists())
+    ct.touch(d / "release")  # the body, left to its helper thread, may end now
+"""
+
+
+def test_ctrl_c_inside_a_running_loop_returns_while_the_body_is_still_busy(
+    tmp_path: Path,
+) -> None:
+    # A body busy with its own work cannot be stopped: Ctrl-C must still reach the
+    # notebook after STOP_WAIT_SECONDS, not when the body happens to finish.
+    here = str(Path(__file__).resolve().parent)
+    code, out, err = run(["-c", CTRL_C_IN_A_NOTEBOOK_BODY_BUSY, here, str(tmp_path)], env_with())
+    assert code == 0, err
+    assert out.strip() == "interrupted while the body was busy: True", err
