@@ -107,7 +107,11 @@ def owner_alive(owner: dict[str, Any] | None) -> bool:
 
     try:
         proc = psutil.Process(int(owner["pid"]))
-        return bool(abs(proc.create_time() - float(owner["created"])) < 1.0)
+        if abs(proc.create_time() - float(owner["created"])) >= 1.0:
+            return False  # the pid was reused
+        # A killed driver its parent has not reaped yet (a container whose PID 1 does
+        # not reap, a supervisor before its wait()) keeps its pid and start time.
+        return bool(proc.status() != psutil.STATUS_ZOMBIE)
     except (psutil.Error, KeyError, ValueError, TypeError):
         return False
 

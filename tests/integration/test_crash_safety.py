@@ -97,6 +97,32 @@ def test_workers_die_within_two_seconds_of_a_driver_sigkill(tmp_path: Path) -> N
                 os.kill(pid, signal.SIGKILL)
 
 
+def test_a_killed_driver_not_reaped_yet_is_not_a_live_owner(tmp_path: Path) -> None:
+    # A zombie keeps its pid and start time: its run was refused as "being run now by
+    # process N" (found by a new-user trial; containers whose PID 1 does not reap).
+    import psutil
+
+    proc, markers, env = _start_long(tmp_path)
+    pids = _worker_pids(markers)
+    try:
+        os.kill(proc.pid, signal.SIGKILL)  # and no wait(): it stays a zombie
+        wait_for(
+            lambda: psutil.Process(proc.pid).status() == psutil.STATUS_ZOMBIE,
+            what="the killed driver to be a zombie",
+        )
+        env["FAST"] = "1"
+        code, out, err = run([str(SCRIPTS / "long_task.py"), str(tmp_path / "store"), "long"], env)
+        assert psutil.Process(proc.pid).status() == psutil.STATUS_ZOMBIE  # still unreaped
+        assert code == 0, err  # taken over, not a RunConflictError
+        assert json.loads(out) == [101, 0, 1]
+    finally:
+        kill_group(proc)  # type: ignore[arg-type]
+        proc.communicate(timeout=30)  # type: ignore[attr-defined]
+        for pid in pids:
+            if pid_alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
 def test_the_next_driver_removes_the_claims_board_a_killed_driver_left(tmp_path: Path) -> None:
     # A SIGKILLed driver cannot remove its board (256 KiB of memory under /dev/shm);
     # they piled up by the hundred (found by a review and a new-user trial).
