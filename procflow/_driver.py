@@ -335,7 +335,8 @@ class _RunDriver(Generic[R]):
         self.run.wait_idle()
         self.run.report_resume_mismatches()
         self._record("interrupted", reason="interrupt", interrupt_value=paused.value)
-        raise Interrupted(paused.value, self.run_id) from None
+        store = str(self.store.path) if self.store is not None else None
+        raise Interrupted(paused.value, self.run_id, store) from None
 
     def _stopped(self, stop: BaseException) -> None:
         """Ctrl-C or SIGTERM: stop promptly; nothing is recorded as a task failure."""

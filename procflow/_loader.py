@@ -17,7 +17,6 @@ import importlib.util
 import inspect
 import json
 import os
-import shlex
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -220,14 +219,7 @@ def _store_of(ep: Any, store: str | None) -> str | None:
     if own is None:
         return default_store_path()
     path = getattr(own, "path", None)  # a procflow.Store
-    return str(path) if path is not None else os.path.abspath(os.fspath(own))
-
-
-def store_flag(path: str | None) -> str:
-    """`` --store PATH`` for a hint, unless PATH is the default store."""
-    from ._records import default_store_path
-
-    return "" if path in (None, default_store_path()) else f" --store {shlex.quote(str(path))}"
+    return str(path) if path is not None else os.path.abspath(os.path.expanduser(os.fspath(own)))
 
 
 def invoke(
@@ -253,6 +245,8 @@ def invoke(
         options["store"] = store
     path = _store_of(ep, store)
     run_id = run_id or (new_run_id() if path is not None else None)
+    from ._records import store_flag
+
     flag = store_flag(path)
     again = f"run {run_id} is resumable: procflow resume {run_id}{flag}"
     try:

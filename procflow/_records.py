@@ -58,7 +58,14 @@ reset_in_child(_forget_parent_runs)
 
 def default_store_path() -> str:
     """``$PROCFLOW_HOME`` if set, else ``./.procflow``, as an absolute path."""
-    return os.path.abspath(os.environ.get("PROCFLOW_HOME") or ".procflow")
+    return os.path.abspath(os.path.expanduser(os.environ.get("PROCFLOW_HOME") or ".procflow"))
+
+
+def store_flag(path: str | None) -> str:
+    """`` --store PATH`` for a CLI hint, unless PATH is the default store."""
+    import shlex
+
+    return "" if path in (None, default_store_path()) else f" --store {shlex.quote(str(path))}"
 
 
 def open_store(checkpointer: Any, sync: str = "normal") -> Store | None:
@@ -72,7 +79,7 @@ def open_store(checkpointer: Any, sync: str = "normal") -> Store | None:
     if checkpointer is None:
         path = default_store_path()
     elif isinstance(checkpointer, (str, os.PathLike)):
-        path = os.path.abspath(os.fspath(checkpointer))
+        path = os.path.abspath(os.path.expanduser(os.fspath(checkpointer)))  # as Store does
     else:
         raise TypeError(
             "checkpointer must be a directory path, a procflow.Store, False (no store) or "
@@ -249,36 +256,37 @@ def _decide(
             "resume_values": [],
             "attempts": 1,
         }
+    where = f" (store {str(store.path)!r})"  # which store: runs of two stores share ids
     if record.get("entrypoint") != entrypoint:
         raise RunConflictError(
-            f"run {run_id!r} belongs to entrypoint {record.get('entrypoint')!r}, not "
+            f"run {run_id!r}{where} belongs to entrypoint {record.get('entrypoint')!r}, not "
             f"{entrypoint!r}; use another run_id"
         )
     if not has_resume_value and _keys.canonical_json(record.get("input")) != _keys.canonical_json(
         input_plain
     ):
         raise RunConflictError(
-            f"run {run_id!r} was started with input {record.get('input')!r}, not "
+            f"run {run_id!r}{where} was started with input {record.get('input')!r}, not "
             f"{input_plain!r}; resume it with the same input or use another run_id"
         )
     status = record.get("status")
     if status == "succeeded":
         if has_resume_value:
             raise RunConflictError(
-                f"run {run_id!r} already succeeded, so Command(resume=...) has nothing to "
+                f"run {run_id!r}{where} already succeeded, so Command(resume=...) has nothing to "
                 "answer; invoke it without a Command to get its result"
             )
         return record
     if _run_by_another_process(record):
         raise RunConflictError(
-            f"run {run_id!r} is being run now by process {record['owner'].get('pid')} "
+            f"run {run_id!r}{where} is being run now by process {record['owner'].get('pid')} "
             f"on {record['owner'].get('host')!r}; wait for it, or stop that process"
         )
     waiting = waits_for_an_answer(record)
     if has_resume_value:
         if not waiting:
             raise RunConflictError(
-                f"run {run_id!r} is {status!r}, not waiting at an interrupt, so "
+                f"run {run_id!r}{where} is {status!r}, not waiting at an interrupt, so "
                 "Command(resume=...) has nothing to answer; invoke it without a Command"
             )
         record["resume_values"] = [*record.get("resume_values", []), resume_value]

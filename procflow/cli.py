@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from . import __version__, _loader, _report, _report_html
+from . import __version__, _loader, _records, _report, _report_html
 from ._records import (
     being_run_now,
     default_store_path,
@@ -112,7 +112,7 @@ def _show_warning(
 
 
 def _store_path(store_dir: str | None) -> str:
-    return os.path.abspath(store_dir) if store_dir else default_store_path()
+    return os.path.abspath(os.path.expanduser(store_dir)) if store_dir else default_store_path()
 
 
 def _store(store_dir: str | None) -> Store:
@@ -136,7 +136,7 @@ def _store_if_any(store_dir: str | None) -> Store | None:
 def _record(store: Store, run_id: str) -> dict[str, Any]:
     record = store.get_run(run_id)
     if record is None:
-        runs = f"procflow runs{_loader.store_flag(str(store.path))}"
+        runs = f"procflow runs{_records.store_flag(str(store.path))}"
         raise Fail(f"no run {run_id!r} in the store at {str(store.path)!r}; see `{runs}`")
     return record
 
@@ -221,7 +221,7 @@ def resume(run_id: str, value_text: str | None, **opts: Any) -> int:
             if record.get("status") == "succeeded"
             else (f"is {_status_text(record)!r}, not waiting at an interrupt")
         )
-        again = f"procflow resume {shlex.quote(run_id)}{_loader.store_flag(str(store.path))}"
+        again = f"procflow resume {shlex.quote(run_id)}{_records.store_flag(str(store.path))}"
         raise Fail(f"run {run_id!r} {state}, so --value has nothing to answer; run `{again}`")
     target, cwd = record.get("target"), record.get("cwd")
     if not isinstance(target, str):

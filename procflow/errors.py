@@ -113,14 +113,19 @@ class StoreError(ProcflowError):
 class Interrupted(ProcflowError):
     """The run paused at ``interrupt(value)``; resume with ``Command(resume=answer)``."""
 
-    def __init__(self, value: Any, run_id: str | None) -> None:
+    def __init__(self, value: Any, run_id: str | None, store: str | None = None) -> None:
+        from ._records import store_flag
+
+        # The CLI's hint names the store unless it is the default one, where
+        # `procflow resume` looks by itself.
         super().__init__(
             f"run {run_id!r} is waiting for a value: interrupt({value!r}); resume it with "
             f"invoke(Command(resume=...), run_id={run_id!r}) or `procflow resume {run_id} "
-            "--value JSON`"
+            f"--value JSON{store_flag(store)}`"
         )
         self.value = value
         self.run_id = run_id
+        self.store = store
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (Interrupted, (self.value, self.run_id))
+        return (Interrupted, (self.value, self.run_id, self.store))

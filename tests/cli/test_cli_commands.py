@@ -161,6 +161,44 @@ def test_interrupt_exits_3_and_resume_with_value(pf: Run, flows: Path) -> None:
     assert "run 'bad' is 'failed', not waiting at an interrupt, so --value" in one_line(err)
 
 
+ASKS_IN_ITS_OWN_STORE = """
+import sys
+from pathlib import Path
+import procflow
+
+@procflow.entrypoint(checkpointer=Path(__file__).parent / "its-own-store")
+def asks() -> str:
+    return "answer: " + procflow.interrupt("go on?")
+
+if __name__ == "__main__":
+    try:
+        asks.invoke(run_id="q")
+    except procflow.Interrupted as exc:
+        print(exc)
+"""
+
+
+def test_the_interrupted_hint_is_a_command_that_works_for_a_store_of_its_own(
+    pf: Run, tmp_path: Path
+) -> None:
+    # The hint said `procflow resume q --value JSON`, which looked in the default store
+    # and failed: "no procflow store at ..." (found by a review).
+    import shlex
+
+    script = tmp_path / "asks_own.py"
+    script.write_text(ASKS_IN_ITS_OWN_STORE)
+    code, out, err = finish(start([str(script)], env_with(), tmp_path))
+    assert code == 0, err
+    hint = out.split("`")[-2]
+    assert hint == (
+        f"procflow resume q --value JSON --store {shlex.quote(str(tmp_path / 'its-own-store'))}"
+    )
+    args = ['"yes"' if a == "JSON" else a for a in shlex.split(hint)[1:]]
+    code, out, err = pf(*args)
+    assert code == 0, err
+    assert json_line(out) == "answer: yes"
+
+
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [

@@ -295,15 +295,46 @@ def test_another_input_or_another_entrypoint_is_a_run_conflict(tmp_path: Path) -
         with pytest.raises(RunConflictError) as info:
             first.invoke(other_input, run_id=run_id)
         assert repr(run_id) in str(info.value)
+        assert f"(store {str(store_dir)!r})" in str(info.value)  # which store it is
     with pytest.raises(RunConflictError) as info:
         second.invoke({"x": 1, "y": 2}, run_id="taken")
     assert "'taken'" in str(info.value) and "pf-tests.conflict-a" in str(info.value)
+    assert f"(store {str(store_dir)!r})" in str(info.value)
     assert bodies == ["a", "a"] and _count(ledger, "ran") == 1
     # the same input is compared as canonical JSON: another key order is the same input
     assert first.invoke({"y": 2, "x": 1}, run_id="taken") == 10
     with Store(store_dir) as store:
         assert store.get_run("taken")["status"] == "succeeded"
         assert store.get_run("broken")["status"] == "failed"
+
+
+def test_a_store_path_with_a_tilde_is_the_home_folders_as_for_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # checkpointer="~/runs" made a folder named "~" in the current directory, while
+    # Store("~/runs") opened the home folder's (found by a review); $PROCFLOW_HOME too.
+    home, cwd = tmp_path / "home", tmp_path / "cwd"
+    home.mkdir()
+    cwd.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(cwd)
+    monkeypatch.setenv("PROCFLOW_HOME", "~/default-store")
+
+    @entrypoint(checkpointer="~/runs")
+    def tilde() -> int:
+        return ct.square(3).result(timeout=T)
+
+    @entrypoint()
+    def default() -> int:
+        return ct.square(4).result(timeout=T)
+
+    assert tilde.invoke(run_id="t") == 9
+    assert default.invoke(run_id="d") == 16
+    assert not (cwd / "~").exists()
+    with Store("~/runs") as store:
+        assert store.get_run("t")["status"] == "succeeded"
+    with Store(home / "default-store") as store:
+        assert store.get_run("d")["status"] == "succeeded"
 
 
 def test_a_run_another_live_process_drives_conflicts_and_a_dead_owners_run_is_taken_over(
