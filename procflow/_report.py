@@ -52,6 +52,7 @@ __all__ = [
     "parse_duration",
     "peak_concurrency",
     "record_fields",
+    "status_text",
     "render_text",
     "short_call",
     "summarize_run",
@@ -369,10 +370,23 @@ def failure_text(c: Call) -> str:
     return "\n".join(parts)
 
 
-def record_fields(record: dict[str, Any], status: str) -> list[tuple[str, str]]:
-    """The record's fields as ``show`` lists them."""
+def status_text(record: dict[str, Any]) -> str:
+    """The status as the CLI prints it: ``running (died)`` for a run whose process died
+    without recording its end, ``interrupted (waiting)`` for one paused at an interrupt."""
+    from ._records import being_run_now
+
+    status = str(record.get("status"))
+    if status == "running" and not being_run_now(record):
+        return "running (died)"
+    if status == "interrupted":
+        reason = record.get("reason")
+        return f"interrupted ({'waiting' if reason == 'interrupt' else reason})"
+    return status
+
+
+def record_fields(record: dict[str, Any], status: str, took: float | None) -> list[tuple[str, str]]:
+    """The record's fields as ``show`` lists them (``took``: from ``summarize_run``)."""
     started, ended = record.get("started_at"), record.get("ended_at")
-    took = (ended or time.time()) - started if isinstance(started, (int, float)) else None
     fields = [
         ("run", str(record.get("run_id"))),
         ("entrypoint", str(record.get("entrypoint"))),
@@ -466,7 +480,7 @@ def _figures(a: Analysis) -> list[tuple[str, str, str]]:
 def render_text(a: Analysis) -> str:
     r = a.record
     lines = [
-        f"run {r.get('run_id')}  {r.get('entrypoint')}  {r.get('status')}"
+        f"run {r.get('run_id')}  {r.get('entrypoint')}  {status_text(r)}"
         f"  (started {fmt_time(r.get('started_at'))})"
     ]
     if isinstance(r.get("error"), dict) and r.get("status") == "failed":

@@ -17,6 +17,7 @@ from ._report import (
     fmt_seconds,
     fmt_time,
     short_call,
+    status_text,
 )
 
 __all__ = ["render_html"]
@@ -118,7 +119,7 @@ def _svg(a: Analysis, width: int = 1100) -> str:
 def render_html(a: Analysis) -> str:
     """One self-contained page: inline CSS and SVG, no script, no external reference."""
     r = a.record
-    head = f"{r.get('run_id')} · {r.get('entrypoint')} · {r.get('status')}"
+    head = f"{r.get('run_id')} · {r.get('entrypoint')} · {status_text(r)}"
     rows = "".join(
         f"<tr><th>{_e(k)}</th><td>{_e(v)}</td><td class=muted>{_e(why)}</td></tr>"
         for k, v, why in _figures(a)

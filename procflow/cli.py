@@ -219,7 +219,7 @@ def resume(run_id: str, value_text: str | None, **opts: Any) -> int:
         state = (
             "already succeeded"
             if record.get("status") == "succeeded"
-            else (f"is {_status_text(record)!r}, not waiting at an interrupt")
+            else (f"is {_report.status_text(record)!r}, not waiting at an interrupt")
         )
         again = f"procflow resume {shlex.quote(run_id)}{_records.store_flag(str(store.path))}"
         raise Fail(f"run {run_id!r} {state}, so --value has nothing to answer; run `{again}`")
@@ -261,16 +261,6 @@ def _print(*items: Any) -> None:
     click.echo("\n".join(line.rstrip() for line in captured.get().splitlines()))
 
 
-def _status_text(record: dict[str, Any]) -> str:
-    status = str(record.get("status"))
-    if status == "running" and not being_run_now(record):
-        return "running (died)"
-    if status == "interrupted":
-        reason = record.get("reason")
-        return f"interrupted ({'waiting' if reason == 'interrupt' else reason})"
-    return status
-
-
 @cli.group(invoke_without_command=True)
 @click.option("--json", "as_json", is_flag=True, help="print a JSON array")
 @click.option("--status", type=click.Choice(STATUSES), help="only runs with this status")
@@ -298,7 +288,9 @@ def runs(as_json: bool, status: str | None, store_dir: str | None, debug: bool) 
     for r in rows:
         tasks = f"{r['tasks']} ({r['failed']} failed)" if r["failed"] else str(r["tasks"])
         started, took = _report.fmt_time(r.get("started_at")), _report.fmt_seconds(r["duration"])
-        table.add_row(r["run_id"], str(r.get("entrypoint")), _status_text(r), started, took, tasks)
+        table.add_row(
+            r["run_id"], str(r.get("entrypoint")), _report.status_text(r), started, took, tasks
+        )
     size = store.size_bytes() if store is not None else 0
     _print(table, f"{_count(len(rows), 'run')} · store {path} · {size / 1e6:.2f} MB")
 
@@ -332,8 +324,9 @@ def show(run_id: str, as_json: bool, limit: int, store_dir: str | None, debug: b
     """A run's record, its calls and the errors of failed calls."""
     store = _store(store_dir)
     record = _record(store, run_id)
+    entries = store.load_entries(run_id)
     calls, _ = _report.merge_calls(
-        store.load_entries(run_id),
+        entries,
         record.get("resumed_at"),
         record.get("attempts"),
         record.get("not_reused") or (),
@@ -345,7 +338,10 @@ def show(run_id: str, as_json: bool, limit: int, store_dir: str | None, debug: b
     from rich.table import Table
 
     info = Table.grid(padding=(0, 2))
-    for key, value in _report.record_fields(record, _status_text(record)):
+    # A run whose process died lasted until its last attempt ended, as `runs` says.
+    alive = owner_alive(record.get("owner"))
+    took = _report.summarize_run(record, entries, time.time(), alive)["duration"]
+    for key, value in _report.record_fields(record, _report.status_text(record), took):
         info.add_row(key, escape(value))
     table = Table(box=None, pad_edge=False, title_justify="left", title=f"\n{len(calls)} calls")
     for name in ("task", "call", "status", "attempts", "duration", "pid", "error"):

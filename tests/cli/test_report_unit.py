@@ -317,3 +317,22 @@ def test_short_call_ids_keep_the_order_suffix_of_identical_calls() -> None:
     assert _report.short_call(digest) == "bddaa6a7"
     assert _report.short_call(digest + ".1") == "bddaa6a7.1"
     assert _report.short_call(digest + ".12") == "bddaa6a7.12"
+
+
+def test_a_died_run_reads_died_in_show_and_report_and_lasted_until_its_last_attempt() -> None:
+    # `show` counted a died run's duration to now (it grew on every look) and `report`
+    # printed plain "running" (found by a new-user trial).
+    import socket
+
+    gone = {"pid": 2**22 + 12345, "created": 0.0, "host": socket.gethostname()}
+    died = {"run_id": "r", "entrypoint": "t.main", "status": "running", "started_at": 0.0}
+    died["owner"] = gone
+    assert _report.status_text(died) == "running (died)"
+    entries = [*diamond()]
+    took = _report.summarize_run(died, entries, now=1e9, alive=False)["duration"]
+    fields = dict(_report.record_fields(died, _report.status_text(died), took))
+    assert fields["status"] == "running (died)"
+    assert fields["duration"] == _report.fmt_seconds(took) and took < 10
+    analysis = analyze(died, entries)
+    assert _report.render_text(analysis).splitlines()[0].startswith("run r  t.main  running (died)")
+    assert "running (died)" in _report_html.render_html(analysis)
