@@ -67,8 +67,8 @@ class ProgressBar:
             console=console or _stderr_console(),
             refresh_per_second=10,
         )
-        label = f"run {run_id}" if run_id else "run"
-        self._task = self._progress.add_task(label, total=None, counts="running 0")
+        self._label = f"run {run_id}" if run_id else "run"
+        self._task = self._progress.add_task(self._label, total=None, counts="running 0")
 
     def on_event(self, event: Event) -> None:
         kind = event.kind
@@ -103,7 +103,18 @@ class ProgressBar:
         # Only the counts that are not zero, besides running: with a generated run id the
         # full set made the line wider than 80 columns, and rich cut the elapsed time off.
         counts = f"running {running}" + "".join(f"  {n} {c}" for n, c in others if c)
-        self._progress.update(self._task, total=max(submitted, 1), completed=done, counts=counts)
+        total = max(submitted, 1)
+        # Too wide a line makes rich cut every column ("600/6…", "0:00:…"): the label
+        # gives way first. The rest: the counts, "done/total", two times of 7 or more
+        # characters, "eta", a bar of at least 5, and the 6 spaces between columns.
+        rest = len(counts) + 2 * len(str(total)) + 1 + 2 * 8 + 3 + 5 + 6
+        room = self._progress.console.width - rest
+        label = self._label if len(self._label) <= room else self._label[: room - 1] + "…"
+        if room < 12:  # "run 202…" says nothing: the numbers get its room
+            label = ""
+        self._progress.update(
+            self._task, total=total, completed=done, counts=counts, description=label
+        )
 
     def __enter__(self) -> ProgressBar:
         self._progress.start()

@@ -97,3 +97,18 @@ def test_the_progress_line_fits_80_columns_with_a_generated_run_id() -> None:
     )
     line = _final_line(120, mixed)
     assert re.search(r" 4/4 running 0  failed 1  cached 1  replayed 2 0:00:0\d eta", line), line
+
+
+def test_at_80_columns_the_run_id_gives_way_before_the_numbers() -> None:
+    # 600 calls, 300 of them cache hits, under a generated run id: rich cut the counts
+    # and the times ("600/6…", "0:00:…") rather than the label (found by a new-user trial).
+    many = _events(
+        [("task_submitted", {})] * 600
+        + [("task_succeeded", {})] * 300
+        + [("task_succeeded", {"cached": True})] * 300
+    )
+    line = _final_line(80, many)
+    assert len(line) <= 80, line
+    assert re.search(r"^run 20261128-1\S*… .* 600/600 running 0  cached 300 0:00:0\d eta", line), (
+        line
+    )
