@@ -359,12 +359,25 @@ def _tail(text: str, lines: int) -> str:
     return "\n".join(text.rstrip().splitlines()[-lines:])
 
 
+def _traceback_tail(text: str, lines: int) -> str:
+    """About the last ``lines`` lines of a traceback, from the start of a frame (``File``
+    line) or of a chained exception's block, not from a source or caret line."""
+    all_lines = text.rstrip().splitlines()
+    start = max(0, len(all_lines) - lines)
+    while start > 0 and not all_lines[start].startswith(("  File ", "Traceback ", "During ")):
+        start -= 1
+        if len(all_lines) - start > 2 * lines:  # no frame start near: cut as before
+            start = len(all_lines) - lines
+            break
+    return "\n".join(all_lines[start:])
+
+
 def failure_text(c: Call) -> str:
     """A failed call's error, traceback tail and output tail (when an attempt kept one)."""
     error = c.error or {}
     parts = [f"{error.get('type')}: {error.get('message')}"]
     if error.get("traceback"):
-        parts.append(_tail(str(error["traceback"]), 12))
+        parts.append(_traceback_tail(str(error["traceback"]), 12))
     if c.output:
         parts.append("output (tail):\n" + _tail(c.output, 20))
     return "\n".join(parts)

@@ -336,3 +336,19 @@ def test_a_died_run_reads_died_in_show_and_report_and_lasted_until_its_last_atte
     analysis = analyze(died, entries)
     assert _report.render_text(analysis).splitlines()[0].startswith("run r  t.main  running (died)")
     assert "running (died)" in _report_html.render_html(analysis)
+
+
+def test_a_failed_calls_traceback_tail_starts_at_a_frame() -> None:
+    # The last 12 lines began with a bare caret line, mid-frame (found by a new-user trial).
+    frames = [
+        line
+        for i in range(6)
+        for line in (f'  File "etl.py", line {i}, in step{i}', f"    step{i + 1}()", "    ^^^^^^^^")
+    ]
+    tb = "\n".join(["Traceback (most recent call last):", *frames, "ValueError: bad amount"])
+    failed = merge_calls(
+        [entry("x", [att(1, 0, 1)], status="error", error={"type": "V", "traceback": tb})]
+    )[0][0]
+    tail = _report.failure_text(failed).splitlines()[1:]
+    assert tail[0].startswith('  File "etl.py"'), tail
+    assert tail[-1] == "ValueError: bad amount" and 12 <= len(tail) <= 14
