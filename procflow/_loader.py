@@ -17,6 +17,7 @@ import importlib.util
 import inspect
 import json
 import os
+import shlex
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -148,7 +149,11 @@ def json_arg(text: str, option: str) -> Any:
     try:
         return json.loads(text)
     except ValueError as exc:
-        raise UsageError(f"{option} is not valid JSON: {exc}") from exc
+        hint = ""
+        if text.strip() and text.strip()[0] not in '[{"-0123456789':
+            # A bare word: the shell took the quotes a JSON string needs.
+            hint = f"; a string needs JSON quotes: {option} {shlex.quote(json.dumps(text))}"
+        raise UsageError(f"{option} is not valid JSON: {exc}{hint}") from exc
 
 
 def input_args(ep: Any, text: str | None) -> tuple[Any, ...]:

@@ -360,8 +360,11 @@ def show(run_id: str, as_json: bool, limit: int, store_dir: str | None, debug: b
 
 
 @cli.group()
-def cache() -> None:
+@click.option("--store", "store_dir", metavar="DIR", default=None, help="store folder")
+@click.option("--debug", is_flag=True, help="show the traceback of an error")
+def cache(store_dir: str | None, debug: bool) -> None:
     """The store's result cache (CachePolicy entries)."""
+    # `cache --store X stats`, as `runs --store X rm ID`: the subcommand reads them.
 
 
 @cache.command("stats")
@@ -396,6 +399,19 @@ def cache_clear(task: str | None, store_dir: str | None, debug: bool) -> None:
         like = [n for n in names if n.endswith("." + task) or task in n] or names
         if like:
             click.echo(f"note: tasks with cache entries: {', '.join(like[:10])}", err=True)
+
+
+@cli.command()
+@command
+def check(store_dir: str | None, debug: bool) -> int:
+    """Check the store (format, run records, checkpoints); exit status 1 on a problem."""
+    store = _store(store_dir)
+    problems = store.check()
+    for problem in problems:
+        click.echo(problem)
+    verdict = _count(len(problems), "problem") if problems else "sound"
+    click.echo(f"store {store.path}: {verdict}")
+    return 1 if problems else 0
 
 
 def _duration(ctx: click.Context, param: click.Parameter, value: str) -> float:

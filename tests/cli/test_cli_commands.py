@@ -216,6 +216,11 @@ def test_the_interrupted_hint_is_a_command_that_works_for_a_store_of_its_own(
         (["runs", "rm", "nope"], 1, "error: no run 'nope' in the store at "),
         (["resume", "nope"], 1, "error: no run 'nope' in the store at "),
         (["resume", "nope", "--value", "[1,"], 2, "error: --value is not valid JSON"),
+        (
+            ["run", "flows.py:main", "--input", "data"],  # the shell took the quotes
+            2,
+            """a string needs JSON quotes: --input '"data"'""",
+        ),
     ],
 )
 def test_errors_are_one_line_with_an_exit_status(
@@ -303,6 +308,27 @@ def test_cache_stats_and_clear(pf: Run, flows: Path) -> None:
     assert one_line(out) == "removed 1 cache entry"
     code, out, _ = pf("cache", "stats", "--json")
     assert json.loads(out)["entries"] == 0
+
+
+def test_check_says_sound_or_lists_problems_with_exit_status_1(pf: Run, flows: Path) -> None:
+    assert pf("run", "flows.py:main", "--input", "2", "--run-id", "c")[0] == 0
+    code, out, err = pf("check")
+    assert code == 0, err
+    assert one_line(out) == f"store {os.environ['PROCFLOW_HOME']}: sound"
+    with Store(os.environ["PROCFLOW_HOME"]) as store:
+        store._c.set("chunk/c/00000009", "{not json")  # a damaged checkpoint chunk
+    code, out, err = pf("check")
+    assert code == 1, err
+    assert "chunk/c/00000009" in out and out.splitlines()[-1].endswith(": 1 problem")
+
+
+def test_cache_takes_store_before_its_subcommand_as_runs_does(pf: Run, flows: Path) -> None:
+    assert pf("run", "flows.py:main", "--input", "2")[0] == 0
+    code, out, err = pf("cache", "--store", os.environ["PROCFLOW_HOME"], "stats", "--json")
+    assert code == 0, err  # was: No such option: --store
+    assert json.loads(out)["by_task"] == {"flows.cached": 1}
+    code, out, err = pf("cache", "--store", str(flows.parent / "elsewhere"), "stats")
+    assert "0  entries" in out and "elsewhere" in out
 
 
 def _fake_run(store: Store, run_id: str, status: str, age: float, owner: object = None) -> None:
