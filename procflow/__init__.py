@@ -18,6 +18,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ALL_COMPLETED",
+    "EVENT_KINDS",
     "FIRST_COMPLETED",
     "FIRST_EXCEPTION",
     "CachePolicy",
@@ -61,6 +62,7 @@ _WHERE = {
     "current_call": "._context",
     "Command": "._entrypoint",
     "Entrypoint": "._entrypoint",
+    "EVENT_KINDS": "._events",
     "Event": "._events",
     "entrypoint": "._entrypoint",
     "interrupt": "._entrypoint",
@@ -95,7 +97,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:
     from ._context import CallInfo, current_call
     from ._entrypoint import Command, Entrypoint, entrypoint, interrupt
-    from ._events import Event
+    from ._events import EVENT_KINDS, Event
     from ._futures import (
         ALL_COMPLETED,
         FIRST_COMPLETED,

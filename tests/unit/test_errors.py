@@ -23,6 +23,7 @@ ERROR_NAMES = [
 
 PUBLIC_NAMES = [
     "ALL_COMPLETED",
+    "EVENT_KINDS",
     "FIRST_COMPLETED",
     "FIRST_EXCEPTION",
     "CachePolicy",
