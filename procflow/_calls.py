@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from ._run import Run
     from ._task import Task
 
-__all__ = ["Call", "mark_futures", "substitute"]
+__all__ = ["Call", "mark_futures", "resolve_futures", "substitute"]
 
 SCALARS = frozenset({str, int, float, bool, type(None)})  # types that hold no future
 
@@ -145,6 +145,24 @@ def mark_futures(value: Any, deps: list[TaskFuture[Any]]) -> Any:
         before = len(deps)
         marked = {k: mark_futures(v, deps) for k, v in value.items()}
         return marked if len(deps) != before else value
+    return value
+
+
+def resolve_futures(value: Any) -> Any:
+    """``value`` with every TaskFuture inside replaced by its result (copied only if
+    any): a nested call's arguments, whose futures are done (nested calls run at once).
+    A failed future raises its error here."""
+    kind = type(value)
+    if kind in SCALARS:
+        return value
+    if isinstance(value, TaskFuture):
+        return value.result(timeout=0)
+    if kind is list or kind is tuple:
+        if SCALARS.issuperset(map(type, value)):  # nothing to resolve: checked at C speed
+            return value
+        return kind(resolve_futures(v) for v in value)
+    if kind is dict:
+        return {k: resolve_futures(v) for k, v in value.items()}
     return value
 
 

@@ -8,6 +8,7 @@ and the pickled exception only if it survives a pickle round trip here.
 
 from __future__ import annotations
 
+import contextvars
 import os
 import pickle
 import signal
@@ -20,12 +21,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import _serde
+from ._calls import resolve_futures
 from ._channel import connect_worker, worker_send
 from ._claims import attach as attach_claims
 from ._claims import claim
 from ._context import CallInfo, current_call_var
 from ._entries import encode_attempt
 from ._futures import TaskFuture
+from ._keys import canonical_json, digest
 from .errors import NotSerializableError, OutsideRunError, TaskError
 
 if TYPE_CHECKING:
@@ -58,6 +61,9 @@ _task_cache: dict[bytes | str, Task[Any, Any]] = {}
 # (only the driver writes the store).
 _store_path: str | None = None
 _new_cache_entries: list[dict[str, Any]] = []
+# Nested calls made so far in the current top-level call, by (caller, key): their order.
+_nested_counts: contextvars.ContextVar[dict[tuple[str, str], int] | None]
+_nested_counts = contextvars.ContextVar("procflow_nested_counts", default=None)
 
 
 def execute(
@@ -70,6 +76,8 @@ def execute(
     """Run one call of ``task`` with JSON-shaped arguments; never raises."""
     start = time.time()
     cpu_start = time.thread_time()
+    # A call made by the entrypoint (not nested) counts its nested calls afresh.
+    counts_token = _nested_counts.set({}) if current_call_var.get() is None else None
     token = current_call_var.set(info)
     ok = True
     payload: Any
@@ -83,6 +91,8 @@ def execute(
         payload = error_envelope(exc, retry_policy)
     finally:
         current_call_var.reset(token)
+        if counts_token is not None:
+            _nested_counts.reset(counts_token)
     meta: dict[str, Any] = {
         "pid": os.getpid(),
         "start": start,
@@ -308,18 +318,29 @@ def run_nested(
     task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any], parent: CallInfo
 ) -> TaskFuture[Any]:
     """A task called inside another task: run it here, now, with its retry policy."""
-    future: TaskFuture[Any] = TaskFuture(task.name, f"{parent.call_id}/{task.name}")
-    future.observed = True
     if task.is_async:
-        future.set_exception(
-            OutsideRunError(f"async task {task.name!r} cannot be called inside another task")
-        )
-        return future
+        raise OutsideRunError(f"async task {task.name!r} cannot be called inside another task")
     try:
-        plain_args, plain_kwargs = task.to_plain_args(args, kwargs)
-    except BaseException as exc:
-        future.set_exception(exc)
-        return future
+        # Futures of earlier nested calls, done already: their values take their place.
+        args = tuple(resolve_futures(a) for a in args)
+        kwargs = {k: resolve_futures(v) for k, v in kwargs.items()}
+    except BaseException as exc:  # one of them failed: so does this call, unrun
+        failed: TaskFuture[Any] = TaskFuture(task.name, f"{parent.call_id}/{task.name}")
+        failed.observed = True
+        failed.set_exception(exc)
+        return failed
+    # A non-JSON argument raises here, at the call, as it does in the entrypoint's body.
+    plain_args, plain_kwargs = task.to_plain_args(args, kwargs)
+    # Its own id, from its arguments and its order among identical calls of its caller's
+    # attempt, so that current_call() gives each nested call a seed of its own.
+    key = digest(task.name + "\x1f" + canonical_json([plain_args, plain_kwargs]))[:16]
+    counts = _nested_counts.get()
+    nth = counts.get((parent.call_id, key), 0) if counts is not None else 0
+    if counts is not None:
+        counts[(parent.call_id, key)] = nth + 1
+    call_id = f"{parent.call_id}/{task.name}/{key}" + (f".{nth}" if nth else "")
+    future: TaskFuture[Any] = TaskFuture(task.name, call_id)
+    future.observed = True
     cache_key = None
     if task.cache_policy is not None:
         from ._cache import cache_key as make_key

@@ -377,6 +377,35 @@ def outer(x: int) -> list[Any]:
     return [os.getpid(), value[1], done_at_once, square(x).result(timeout=30)]
 
 
+@task
+def seed_of(x: int) -> str:
+    """The call id procflow.current_call() gives (a per-call random seed's source)."""
+    info = procflow.current_call()
+    assert info is not None
+    return info.call_id
+
+
+@task
+def nested_ids_and_futures() -> dict[str, Any]:
+    """Nested calls: ids per arguments and order, futures as arguments, a failed one,
+    and a non-JSON argument."""
+    ids = [seed_of(1).result(timeout=30), seed_of(2).result(timeout=30)]
+    ids.append(seed_of(1).result(timeout=30))
+    summed = add(square(2), [square(3)][0])  # futures as arguments, as in a body
+    failed = add(fail("inner boom"), 1)
+    try:
+        square(threading.Lock())  # type: ignore[arg-type]
+        refused = "no error"
+    except procflow.NotSerializableError as exc:
+        refused = type(exc).__name__
+    return {
+        "ids": ids,
+        "sum": summed.result(timeout=30),
+        "failed": repr(failed.exception(timeout=30)),
+        "refused": refused,
+    }
+
+
 def write_init_marker(directory: str, tag: str) -> None:
     """A pool initializer: one file per worker process."""
     touch(os.path.join(directory, f"init-{os.getpid()}"), tag)

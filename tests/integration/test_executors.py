@@ -91,6 +91,25 @@ def test_a_nested_task_call_runs_in_the_same_worker_and_is_done_at_once() -> Non
     assert nested_value == 9
 
 
+def test_nested_calls_get_ids_of_their_own_take_futures_and_refuse_non_json_at_once() -> None:
+    # Every nested call of a task had the id "<caller>/<task>", whatever its arguments,
+    # so per-call seeds were equal; a nested future as an argument was refused as not
+    # an int; a non-JSON argument failed the future instead of raising (found by a
+    # review, against API.md).
+    @entrypoint(checkpointer=False, max_workers=1)
+    def main() -> dict[str, Any]:
+        return ct.nested_ids_and_futures().result(timeout=T)
+
+    seen = main.invoke()
+    first, second, again = seen["ids"]
+    assert len({first, second, again}) == 3
+    assert first.rsplit("/", 1)[0] == second.rsplit("/", 1)[0]  # the caller and the task
+    assert again == first + ".1"  # the same arguments again: its order tells it apart
+    assert seen["sum"] == 4 + 9
+    assert "inner boom" in seen["failed"]
+    assert seen["refused"] == "NotSerializableError"
+
+
 def test_initializer_runs_in_each_worker(tmp_path: Path) -> None:
     d = str(tmp_path)
     markers = tmp_path / "markers"
