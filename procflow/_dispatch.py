@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import itertools
+import os
 from collections import deque
 from concurrent.futures import Future
 from typing import Any, Protocol
@@ -20,7 +21,8 @@ from typing import Any, Protocol
 from . import _payloads, _pool
 from ._calls import Call
 from ._claims import ClaimBoard
-from ._worker import run_batch
+from ._worker import Outcome, error_envelope, run_batch
+from .errors import NotSerializableError
 
 __all__ = ["Dispatches", "observe_duration"]
 
@@ -66,6 +68,9 @@ class _Host(Protocol):
     def _inflight_for(self, pool: _pool.Pool) -> int: ...
     def _take_batch(self, pool: _pool.Pool) -> list[Call]: ...
     def _admit(self, call: Call) -> bool: ...
+    def _release(self, call: Call) -> None: ...
+    def _fail_unsendable(self, batch: list[Call], exc: Exception) -> None: ...
+    def _on_outcome(self, call: Call, outcome: Outcome) -> None: ...
 
 
 class Dispatches:
@@ -82,6 +87,11 @@ class Dispatches:
             batch = self._take_batch(pool)
             if not batch:
                 continue
+            try:
+                pickled = batch[0].task.payload(batch[0].run)  # one task and run per batch
+            except Exception as exc:
+                self._fail_unsendable(batch, exc)
+                continue
             specs = []
             for call in batch:
                 call.started = 0.0
@@ -91,7 +101,6 @@ class Dispatches:
                 self.claims.reset(token)
                 if not call.running:
                     call.future.revoke = functools.partial(self.claims.revoke, token)
-                pickled = call.task.payload(call.run)
                 payload: bytes | str = pickled
                 if len(pickled) > _payloads.INLINE_BYTES:  # once per run, through a file
                     with contextlib.suppress(OSError):  # no room for it: inline, as before
@@ -111,6 +120,24 @@ class Dispatches:
             fut = pool.submit(run_batch, specs, str(store.path) if store is not None else None)
             self._inflight[fut] = (pool, [(call.token, call) for call in batch])
             fut.add_done_callback(functools.partial(self._batch_callback, pool=pool))
+
+    def _fail_unsendable(self: _Host, batch: list[Call], exc: Exception) -> None:
+        """The task cannot be pickled for a worker (a script's task reads a global such
+        as a lock or a connection): its calls fail, not retried, with the fix. Raised
+        here it stopped the scheduler's step and left the run waiting for ever."""
+        task = batch[0].task
+        error = NotSerializableError(
+            f"task {task.name!r} cannot be sent to a worker process: {type(exc).__name__}: "
+            f"{exc}. A task defined in a script or a notebook travels by value, with the "
+            "globals it uses: create such an object inside the task (or in an initializer), "
+            'define the task in an importable module, or use executor="thread"',
+            task=task.name,
+        )
+        error.__cause__ = exc
+        for call in batch:
+            self._release(call)
+            envelope = error_envelope(error, None)
+            self._on_outcome(call, (call.call_id, False, envelope, {"pid": os.getpid()}))
 
     def _batch_callback(self: _Host, fut: Future[Any], *, pool: _pool.Pool) -> None:
         """Runs on loky's thread: note who died (before loky kills the rest), then post."""

@@ -240,3 +240,44 @@ def test_a_scripts_tasks_failing_in_a_worker_name_the_scripts_file_and_lines(
     assert frame("crun", "return cls.check(x)") in from_a_class and helper in from_a_class
     assert 'File "/nonexistent/cell1.py", line 2, in cell_helper' in via_cell
     assert helper in via_cell
+
+
+SCRIPT_WITH_AN_UNPICKLABLE_GLOBAL = """
+import threading
+import procflow
+from procflow import entrypoint, task
+
+LOCK = threading.Lock()
+
+@task
+def work(x: int) -> int:
+    with LOCK:
+        return x * 2
+
+@entrypoint(checkpointer=False, max_workers=1)
+def main() -> list:
+    futures = work.map(range(3))
+    errors = [f.exception(timeout=60) for f in futures]
+    return [f"{type(e).__name__}: {e}" for e in errors]
+
+if __name__ == "__main__":
+    for line in main.invoke():
+        print(line)
+"""
+
+
+def test_a_scripts_task_that_cannot_be_pickled_fails_its_calls_with_the_fix(
+    tmp_path: Path,
+) -> None:
+    # A script's task travels by value with its globals: a lock among them made the
+    # pickling raise inside the scheduler, and the run waited for ever (found running
+    # the suite on Python 3.10, where another global failed to pickle).
+    script = tmp_path / "flow.py"
+    script.write_text(SCRIPT_WITH_AN_UNPICKLABLE_GLOBAL)
+    code, out, err = run([str(script)], env_with(), cwd=tmp_path, timeout=60)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert len(lines) == 3, out
+    for line in lines:
+        assert line.startswith("NotSerializableError: task 'flow.work' cannot be sent"), line
+        assert "cannot pickle '_thread.lock' object" in line and "importable module" in line
