@@ -20,7 +20,13 @@ from ._context import CallInfo
 from ._failures import timeout_error
 from ._worker import Outcome, error_envelope, execute, execute_async, split_args
 
-__all__ = ["LocalCalls"]
+__all__ = ["LocalCalls", "thread_workers"]
+
+
+def thread_workers() -> int:
+    """How many threads the driver's pool for thread calls has (concurrent.futures'
+    default); calls beyond that wait in its queue for a free thread."""
+    return min(32, (os.cpu_count() or 1) + 4)
 
 
 class _Host(Protocol):
@@ -74,7 +80,7 @@ class LocalCalls:
             threads = self._threads
             if threads is None:
                 threads = self._threads = ThreadPoolExecutor(
-                    max_workers=min(32, (os.cpu_count() or 1) + 4),
+                    max_workers=thread_workers(),
                     thread_name_prefix="procflow-thread",
                 )
             fut = threads.submit(execute, call.task, args, kwargs, info, call.policy)
