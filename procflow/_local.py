@@ -11,6 +11,7 @@ import functools
 import itertools
 import os
 import time
+from collections.abc import Callable
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from typing import Any, Protocol
 
@@ -46,6 +47,7 @@ class _Host(Protocol):
     def _local_callback(self, token: int, call_id: str, fut: Future[Outcome]) -> None: ...
     def _on_local_outcome(self, token: int, outcome: Outcome) -> None: ...
     def _local_deadline(self, token: int) -> None: ...
+    def _on_thread_started(self, token: int, started: float) -> None: ...
 
 
 class LocalCalls:
@@ -58,11 +60,24 @@ class LocalCalls:
         if not self._admit(call):
             return
         call.token = token = next(self._tokens)
-        call.started = time.time()
         self._local[token] = call
         info = CallInfo(call.run.run_id, call.call_id, call.attempt, call.task.name)
         # A fresh copy through JSON: the call can never mutate its caller's values.
         args, kwargs = split_args(_serde.loads(call.args_text()))
+        if call.executor == "thread":
+            threads = self._threads
+            if threads is None:
+                threads = self._threads = ThreadPoolExecutor(
+                    max_workers=thread_workers(),
+                    thread_name_prefix="procflow-thread",
+                )
+            # It may wait in the pool's queue for a free thread: its start (the
+            # task_started event, and its timeout, API.md) is when a thread takes it.
+            call.started = 0.0
+            fut = threads.submit(_in_thread, self.post, token, call, args, kwargs, info)
+            fut.add_done_callback(functools.partial(self._local_callback, token, call.call_id))
+            return
+        call.started = time.time()
         if call.run.listener is not None:
             call.run.emit("task_started", call, pid=os.getpid(), attempt=call.attempt)
         timeout = call.task.timeout
@@ -76,21 +91,25 @@ class LocalCalls:
                 self._fail_attempt(call, timeout_error(call), os.getpid())
                 return
             self._on_local_outcome(token, outcome)
-        elif call.executor == "thread":
-            threads = self._threads
-            if threads is None:
-                threads = self._threads = ThreadPoolExecutor(
-                    max_workers=thread_workers(),
-                    thread_name_prefix="procflow-thread",
-                )
-            fut = threads.submit(execute, call.task, args, kwargs, info, call.policy)
-            fut.add_done_callback(functools.partial(self._local_callback, token, call.call_id))
-            if timeout is not None:
-                self._after(timeout, functools.partial(self._local_deadline, token))
         else:  # async: the deadline is asyncio.wait_for's, inside execute_async
             coro = execute_async(call, args, kwargs, info)
             call.run.start_async(coro).add_done_callback(
                 functools.partial(self._local_callback, token, call.call_id)
+            )
+
+    def _on_thread_started(self: _Host, token: int, started: float) -> None:
+        """A thread took the call (``started``: its monotonic clock then): announce it,
+        and arm its deadline, counted from that start."""
+        call = self._local.get(token)
+        if call is None:  # pragma: no cover - its outcome comes after this message
+            return
+        if call.run.listener is not None:
+            call.run.emit("task_started", call, pid=os.getpid(), attempt=call.attempt)
+        timeout = call.task.timeout
+        if timeout is not None:
+            self._after(
+                started + timeout - time.monotonic(),
+                functools.partial(self._local_deadline, token),
             )
 
     def _local_callback(self: _Host, token: int, call_id: str, fut: Future[Outcome]) -> None:
@@ -127,3 +146,21 @@ class LocalCalls:
         if call is not None:
             self._overdue[token] = call
             self._fail_attempt(call, timeout_error(call), os.getpid())
+
+
+def _in_thread(
+    post: Callable[..., None],
+    token: int,
+    call: Call,
+    args: list[Any],
+    kwargs: dict[str, Any],
+    info: CallInfo,
+) -> Outcome:
+    """Run a thread call on the pool's thread that took it, which may be long after it
+    was submitted. Its start time is set here; the scheduler is told of the start only
+    when it has something to do then (an event, a deadline to arm), before the outcome
+    (the same thread posts both, in order)."""
+    call.started = time.time()
+    if call.task.timeout is not None or call.run.listener is not None:
+        post("thread_started", token, time.monotonic())
+    return execute(call.task, args, kwargs, info, call.policy)

@@ -210,6 +210,8 @@ class Scheduler(Dispatches, LocalCalls, PoolBreaks, GroupCommits):
             self._on_batch_done(message[1], message[2])
         elif kind == "local":
             self._on_local_outcome(message[1], message[2])
+        elif kind == "thread_started":
+            self._on_thread_started(message[1], message[2])
         elif kind == "fn":
             message[1]()
 
