@@ -112,10 +112,13 @@ class Call:
         return _serde.dumps([self.args, self.kwargs])
 
     def mark_running(self) -> bool:
-        """Mark the future running at its first dispatch; False if it was cancelled.
+        """Mark the future running when the call starts; False if it was cancelled.
 
-        A retry or a re-dispatch after a pool break finds it running already (a running
-        future cannot be cancelled, so the flag stays true).
+        An inline or async call starts at its dispatch, a thread call when a thread of
+        the pool takes it (this runs on that thread then, the future's lock deciding
+        against a racing ``cancel()``), a process call when its worker says so. A retry
+        or a re-dispatch after a pool break finds it running already (a running future
+        cannot be cancelled, so the flag stays true).
         """
         if not self.running:
             self.running = self.future.set_running_or_notify_cancel()

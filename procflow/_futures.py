@@ -2,7 +2,10 @@
 
 A ``TaskFuture`` is a ``concurrent.futures.Future``: the scheduler thread resolves it,
 after the call's checkpoint is durable, with the JSON round-trip value of the result.
-``cancel()`` works only before dispatch, because dispatching marks the future running.
+``cancel()`` works until the call starts running, which marks the future running: a
+process call waiting in a worker's queue is revoked on the claims board (``_claims``), a
+thread call waiting for a free thread is skipped by the thread that reaches it
+(``_local``).
 """
 
 from __future__ import annotations

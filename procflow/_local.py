@@ -3,6 +3,10 @@
 A mixin of the scheduler (its methods run on the scheduler thread): admission with
 ``max_concurrency``, timeouts that cannot stop a thread (the call fails at its deadline
 and keeps its slot until the thread returns), and the hand-back of outcomes.
+
+A thread call may wait in the thread pool's queue for a free thread. It starts when a
+thread takes it (``_in_thread``, on that thread): its timeout counts from then, and until
+then it is not running, so ``cancel()``, the body raising or a stop takes it back.
 """
 
 from __future__ import annotations
@@ -48,6 +52,9 @@ class _Host(Protocol):
     def _on_local_outcome(self, token: int, outcome: Outcome) -> None: ...
     def _local_deadline(self, token: int) -> None: ...
     def _on_thread_started(self, token: int, started: float) -> None: ...
+    def _on_thread_cancelled(self, token: int) -> None: ...
+    def _thread_cancelled(self, token: int, future: Future[Any]) -> None: ...
+    def _drop(self, call: Call, exc: BaseException | None) -> None: ...
 
 
 class LocalCalls:
@@ -72,10 +79,13 @@ class LocalCalls:
                     thread_name_prefix="procflow-thread",
                 )
             # It may wait in the pool's queue for a free thread: its start (the
-            # task_started event, and its timeout, API.md) is when a thread takes it.
+            # task_started event, and its timeout, API.md) is when a thread takes it,
+            # and until then cancel() takes it back (_in_thread).
             call.started = 0.0
             fut = threads.submit(_in_thread, self.post, token, call, args, kwargs, info)
             fut.add_done_callback(functools.partial(self._local_callback, token, call.call_id))
+            if not call.running:  # a retry's future is running already: no cancel()
+                call.future.add_done_callback(functools.partial(self._thread_cancelled, token))
             return
         call.started = time.time()
         if call.run.listener is not None:
@@ -111,6 +121,35 @@ class LocalCalls:
                 started + timeout - time.monotonic(),
                 functools.partial(self._local_deadline, token),
             )
+
+    def _thread_cancelled(self: _Host, token: int, future: Future[Any]) -> None:
+        """The future of a thread call that waited for a thread is final (in any thread):
+        if it was cancelled, settle the call now, not when a thread reaches it."""
+        if future.cancelled():
+            self.post("thread_cancelled", token)
+
+    def _on_thread_cancelled(self: _Host, token: int) -> None:
+        """A thread call was cancelled before a thread took it: no thread will run it
+        (_in_thread skips it), so it is finished now and its max_concurrency slot freed,
+        and its run does not wait for a thread to come free (the pool is shared by the
+        process's runs). Its skipped outcome then finds nothing to do."""
+        call = self._local.get(token)
+        if call is not None and call.future.cancelled():
+            del self._local[token]
+            self._release(call)
+            self._drop(call, None)
+
+    def cancel_threads(self: _Host, run: Any) -> None:
+        """Cancel the run's thread calls that wait for a thread (the body raised, or the
+        run stops); a thread that took one first runs it."""
+        for token, call in list(self._local.items()):
+            if (
+                call.run is run
+                and call.executor == "thread"
+                and not call.running
+                and call.future.cancel()
+            ):
+                self._on_thread_cancelled(token)
 
     def _local_callback(self: _Host, token: int, call_id: str, fut: Future[Outcome]) -> None:
         """Post a thread or async call's outcome (its envelope never raises), or the
@@ -157,9 +196,16 @@ def _in_thread(
     info: CallInfo,
 ) -> Outcome:
     """Run a thread call on the pool's thread that took it, which may be long after it
-    was submitted. Its start time is set here; the scheduler is told of the start only
-    when it has something to do then (an event, a deadline to arm), before the outcome
-    (the same thread posts both, in order)."""
+    was submitted, unless it was cancelled meanwhile.
+
+    Claiming the call marks its future running, under the future's lock, so that this
+    and ``cancel()`` cannot both win: either it was cancelled and never runs (a
+    "revoked" outcome, as a process call's, settles it unless ``_on_thread_cancelled``
+    did), or it runs and cannot be cancelled any more. Its start time is set here; the
+    scheduler is told of the start only when it has something to do then (an event, a
+    deadline to arm), before the outcome (the same thread posts both, in order)."""
+    if not call.mark_running():
+        return (call.call_id, False, {"kind": "revoked"}, {"pid": os.getpid()})
     call.started = time.time()
     if call.task.timeout is not None or call.run.listener is not None:
         post("thread_started", token, time.monotonic())

@@ -212,6 +212,8 @@ class Scheduler(Dispatches, LocalCalls, PoolBreaks, GroupCommits):
             self._on_local_outcome(message[1], message[2])
         elif kind == "thread_started":
             self._on_thread_started(message[1], message[2])
+        elif kind == "thread_cancelled":
+            self._on_thread_cancelled(message[1])
         elif kind == "fn":
             message[1]()
 
@@ -436,7 +438,8 @@ class Scheduler(Dispatches, LocalCalls, PoolBreaks, GroupCommits):
 
     # -- stopping a run ------------------------------------------------------------------
     def cancel_run(self, run: Any) -> None:
-        """Cancel the run's calls that have not been dispatched (scheduler thread only)."""
+        """Cancel the run's calls that have not started: not dispatched yet, or waiting in
+        a worker's queue or the thread pool's (scheduler thread only)."""
         keep: deque[Call] = deque()
         for call in self._ready:
             if call.run is run:
@@ -451,6 +454,7 @@ class Scheduler(Dispatches, LocalCalls, PoolBreaks, GroupCommits):
         for call in list(self._dispatched.values()):
             if call.run is run and not call.running:
                 call.future.cancel()  # waiting in a worker's queue: revoked, never runs
+        self.cancel_threads(run)  # waiting for a free thread: taken back, never run
 
     def stop_run_workers(self, run: Any) -> None:
         """Stop one run's process calls in flight, for a stop of that run alone (a closed
