@@ -76,6 +76,10 @@ class TaskFuture(cf.Future[T], Generic[T]):
     # The run whose event loop this call needs (an async task, or a call with such an
     # input), set when the call is made: waiting for it on that loop would wait forever.
     on_loop_of: Any = None
+    # Set while the call waits for a free thread (_local): once cancel() took it back,
+    # tells the scheduler to settle it now rather than when a thread reaches it. A class
+    # default: most futures never need one.
+    on_cancel: Callable[[], None] | None = None
 
     def __init__(self, task_name: str = "", call_id: str = "") -> None:
         # What cf.Future.__init__ sets (the same on 3.10 to 3.13), except its Condition,
@@ -166,7 +170,12 @@ class TaskFuture(cf.Future[T], Generic[T]):
         revoke = self.revoke
         if revoke is not None and not revoke():
             return False
-        return super().cancel()
+        if not super().cancel():
+            return False
+        on_cancel = self.on_cancel
+        if on_cancel is not None:
+            on_cancel()
+        return True
 
     def result(self, timeout: float | None = None) -> T:
         self.observed = True

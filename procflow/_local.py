@@ -53,7 +53,6 @@ class _Host(Protocol):
     def _local_deadline(self, token: int) -> None: ...
     def _on_thread_started(self, token: int, started: float) -> None: ...
     def _on_thread_cancelled(self, token: int) -> None: ...
-    def _thread_cancelled(self, token: int, future: Future[Any]) -> None: ...
     def _drop(self, call: Call, exc: BaseException | None) -> None: ...
 
 
@@ -82,10 +81,10 @@ class LocalCalls:
             # task_started event, and its timeout, API.md) is when a thread takes it,
             # and until then cancel() takes it back (_in_thread).
             call.started = 0.0
+            if not call.running:  # a retry's future is running already: no cancel()
+                call.future.on_cancel = functools.partial(self.post, "thread_cancelled", token)
             fut = threads.submit(_in_thread, self.post, token, call, args, kwargs, info)
             fut.add_done_callback(functools.partial(self._local_callback, token, call.call_id))
-            if not call.running:  # a retry's future is running already: no cancel()
-                call.future.add_done_callback(functools.partial(self._thread_cancelled, token))
             return
         call.started = time.time()
         if call.run.listener is not None:
@@ -121,12 +120,6 @@ class LocalCalls:
                 started + timeout - time.monotonic(),
                 functools.partial(self._local_deadline, token),
             )
-
-    def _thread_cancelled(self: _Host, token: int, future: Future[Any]) -> None:
-        """The future of a thread call that waited for a thread is final (in any thread):
-        if it was cancelled, settle the call now, not when a thread reaches it."""
-        if future.cancelled():
-            self.post("thread_cancelled", token)
 
     def _on_thread_cancelled(self: _Host, token: int) -> None:
         """A thread call was cancelled before a thread took it: no thread will run it
