@@ -350,8 +350,12 @@ class Scheduler(Dispatches, LocalCalls, PoolBreaks, GroupCommits):
         future = call.future
         if exc is not None and not future.done():
             future.set_exception(exc)
-        elif not future.done():
-            future.cancel()
+        elif not future.done() and not future.cancel():
+            # A retry waiting for its next attempt: its future is running already and
+            # cannot be cancelled; left pending, its run waited for it for ever.
+            future.set_exception(
+                CancelledError(f"run {call.run.run_id!r}: the call's next attempt was cancelled")
+            )
         self._settled(call)
 
     # -- outcomes ----------------------------------------------------------------------

@@ -377,6 +377,22 @@ def outer(x: int) -> list[Any]:
     return [os.getpid(), value[1], done_at_once, square(x).result(timeout=30)]
 
 
+@task(
+    executor="thread",
+    max_concurrency=1,
+    retry_policy=procflow.RetryPolicy(max_attempts=2, initial_interval=0.0, jitter=False),
+)
+def one_at_a_time(directory: str, name: str) -> str:
+    """Call "a" fails its first attempt; every attempt that runs waits for its gate."""
+    attempt = log_attempt(os.path.join(directory, f"ledger-{name}"))
+    if name == "a" and attempt == 1:
+        raise CustomError("the first attempt fails")
+    touch(os.path.join(directory, f"started-{name}"))
+    if not wait_for_file(os.path.join(directory, f"gate-{name}")):
+        raise AssertionError(f"gate-{name} was never opened")
+    return name
+
+
 @task
 def seed_of(x: int) -> str:
     """The call id procflow.current_call() gives (a per-call random seed's source)."""

@@ -7,11 +7,15 @@ file. Intervals are tiny (1 ms) so that nothing here waits for time to pass.
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
+import core_tasks as ct
 import pytest
+from core_tasks import read_log, touch
 
 import procflow
 from procflow import RetryPolicy, entrypoint, task
@@ -343,3 +347,41 @@ def test_the_store_records_each_attempt(tmp_path: Path) -> None:
     assert [a["attempt"] for a in bad["attempts"]] == [1, 2, 3]
     assert all("ValueError: always broken" in a["error"] for a in bad["attempts"])
     assert all(isinstance(a["pid"], int) for a in bad["attempts"])
+
+
+def test_a_retry_waiting_for_its_slot_when_the_body_raises_is_cancelled(tmp_path: Path) -> None:
+    # "a" failed its first attempt; "b" took the only max_concurrency slot; a's retry
+    # waited for it when the body raised. Its future, running already, could not be
+    # cancelled, and invoke never returned (found by a helper fixing thread calls).
+    d = tmp_path
+
+    class Boom(Exception):
+        pass
+
+    @entrypoint(checkpointer=tmp_path / "store")
+    def flow() -> None:
+        a = ct.one_at_a_time(str(d), "a")
+        ct.one_at_a_time(str(d), "b")
+        assert ct.wait_for_file(d / "started-b")  # a failed, and its retry waits for b
+        touch(d / "gate-b")
+        seen.append(a)
+        raise Boom
+
+    seen: list[Any] = []
+    outcome: list[BaseException] = []
+
+    def drive() -> None:
+        try:
+            flow.invoke(run_id="held-retry")
+        except BaseException as exc:
+            outcome.append(exc)
+
+    driver = threading.Thread(target=drive, daemon=True)
+    driver.start()
+    driver.join(timeout=60)
+    assert not driver.is_alive(), "invoke never returned"
+    assert [type(e) for e in outcome] == [Boom]
+    [a] = seen
+    assert isinstance(a.exception(timeout=T), concurrent.futures.CancelledError)
+    assert not (d / "started-a").exists()  # its second attempt never ran
+    assert len(read_log(d / "ledger-a")) == 1  # one attempt ran
