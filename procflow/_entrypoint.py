@@ -175,9 +175,15 @@ class Entrypoint(Generic[R]):
         driver = self._driver(input, run_id, config, rerun_changed, store, max_workers)
         if driver.finished:
             return driver.stored_result()
+        # Driven outside the `except` of this check: inside it, every exception leaving
+        # the run would carry RuntimeError('no running event loop') as its __context__.
         try:
             asyncio.get_running_loop()
         except RuntimeError:
+            in_a_loop = False
+        else:
+            in_a_loop = True
+        if not in_a_loop:
             return self._drive_sync(driver, progress)
         # Inside a running loop (a notebook): the run is driven from a helper thread.
         helper = cf.ThreadPoolExecutor(1, thread_name_prefix="procflow-invoke")

@@ -8,6 +8,7 @@ import inspect
 import os
 import threading
 import time
+import traceback
 import warnings
 from pathlib import Path
 from typing import Any
@@ -401,6 +402,39 @@ def test_body_raising_cancels_queued_calls_lets_running_ones_finish(tmp_path: Pa
     assert read_log(log) == []  # the queued calls never ran
     assert read_log(tmp_path / "log-r") == ["start", "end"]  # the running one finished
     assert running[0].result(timeout=T) == "finished"
+
+
+@pytest.mark.parametrize("body", ["sync", "async"])
+def test_invoke_re_raises_the_bodys_exception_without_an_unrelated_context(
+    tmp_path: Path, body: str
+) -> None:
+    # invoke drove the run inside the `except RuntimeError:` of its "is a loop running?"
+    # check: every exception leaving it had RuntimeError('no running event loop') as its
+    # __context__, and every traceback began with that unrelated block.
+    if body == "sync":
+
+        @entrypoint(checkpointer=tmp_path / "store", max_workers=1)
+        def main(how: str) -> int:
+            ct.square(2).result(timeout=T)
+            if how == "fail":
+                raise BodyError("the body failed")
+            raise KeyboardInterrupt
+
+    else:
+
+        @entrypoint(checkpointer=tmp_path / "store", max_workers=1)
+        async def main(how: str) -> int:
+            await asyncio.wait_for(asyncio.wrap_future(ct.square(2)), T)
+            if how == "fail":
+                raise BodyError("the body failed")
+            raise KeyboardInterrupt
+
+    for how, expected in (("fail", BodyError), ("ctrl-c", KeyboardInterrupt)):
+        with pytest.raises(expected) as info:
+            main.invoke(how, run_id=f"{body}-{how}")
+        assert info.value.__context__ is None, repr(info.value.__context__)
+        shown = "".join(traceback.format_exception(info.value))
+        assert "no running event loop" not in shown, shown
 
 
 def _wait_until(predicate: Any, deadline: float = 10.0) -> bool:
