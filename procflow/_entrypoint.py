@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures as cf
+import contextlib
 import contextvars
 import inspect
 import os
@@ -44,10 +45,9 @@ R = TypeVar("R")
 
 _END: Any = object()
 
-
-class _Raised:
-    def __init__(self, exc: BaseException) -> None:
-        self.exc = exc
+# How long closing a stream (or leaving an astream early) waits for its stopped run to
+# record its end.
+CLOSE_WAIT_SECONDS = 30.0
 
 
 def interrupt(value: Any = None) -> Any:
@@ -245,7 +245,7 @@ class Entrypoint(Generic[R]):
                     yield item
             except BaseException as stop:
                 driver.stop()
-                worker.join(timeout=30)
+                worker.join(timeout=CLOSE_WAIT_SECONDS)
                 if isinstance(stop, _Terminated):
                     raise SystemExit(143) from None
                 raise
@@ -264,35 +264,67 @@ class Entrypoint(Generic[R]):
         progress: bool | None = None,
         rerun_changed: bool = False,
     ) -> AsyncIterator[Event]:
-        """``stream`` as an async iterator (the run is driven from a helper thread)."""
+        """``stream`` as an async iterator (the run is driven from a helper thread).
+
+        Leaving it early (``break``, ``aclose()``, the iterating task cancelled) stops
+        the run as closing ``stream`` does: recorded ``interrupted``, resumable.
+        """
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[Any] = asyncio.Queue()
-        generator = self.stream(
-            input, run_id=run_id, config=config, progress=progress, rerun_changed=rerun_changed
-        )
 
-        def pump() -> None:
+        def put(item: Any) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody listens
+                loop.call_soon_threadsafe(events.put_nowait, item)
+
+        driver = self._driver(input, run_id, config, rerun_changed, _NO_INPUT, None)
+        if driver.finished:
+            yield driver.finished_event()
+            return
+        try:
+            bar = _progress_for(driver, bool(progress))
+        except BaseException:  # before drive(), which releases the run at its end
+            driver.abandon()
+            raise
+        driver.add_listener(put)
+        outcome: dict[str, Any] = {}
+
+        def drive() -> None:
             try:
-                for event in generator:
-                    loop.call_soon_threadsafe(events.put_nowait, event)
+                outcome["result"] = driver.drive(lambda: self._run_body_sync(driver))
             except BaseException as exc:
-                loop.call_soon_threadsafe(events.put_nowait, _Raised(exc))
+                outcome["error"] = exc
             finally:
-                loop.call_soon_threadsafe(events.put_nowait, _END)
+                put(_END)
 
-        # The pump thread's stack has no frame of the caller's: pin it for the run's warnings.
+        # The helper thread's stack has no frame of the caller's: pin it for the run's
+        # warnings. The thread is the loop's default executor's, so asyncio.run waits for
+        # the run's end to be recorded before it returns.
         context = contextvars.copy_context()
         context.run(_callsite.pinned.set, _callsite.here())
-        pumping = loop.run_in_executor(None, context.run, pump)
-        while True:
-            item = await events.get()
-            if item is _END:
-                break
-            if isinstance(item, _Raised):
-                await pumping
-                raise item.exc
-            yield item
-        await pumping
+        ended = False
+        with bar:
+            driving = loop.run_in_executor(None, context.run, drive)
+            try:
+                while True:
+                    item = await events.get()
+                    if item is _END:
+                        ended = True
+                        break
+                    if item.kind in ("run_finished", "run_interrupted"):
+                        # Held until the helper thread is done, when the run id is free:
+                        # code that stops at this event may start the run again at once.
+                        await asyncio.wait({driving})
+                    yield item
+            finally:
+                if not ended:
+                    # Left early. Iterating the stream in the helper thread instead went
+                    # on to the run's end, which asyncio.run then waited for. Stopped
+                    # here as a closed stream is, off the loop, until its end is recorded.
+                    driver.stop()
+                    await asyncio.wait({driving}, timeout=CLOSE_WAIT_SECONDS)
+        await driving
+        if "error" in outcome:
+            raise outcome["error"]
 
     async def ainvoke(
         self,

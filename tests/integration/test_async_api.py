@@ -539,3 +539,70 @@ def test_ctrl_c_inside_a_running_loop_returns_while_the_body_is_still_busy(
     code, out, err = run(["-c", CTRL_C_IN_A_NOTEBOOK_BODY_BUSY, here, str(tmp_path)], env_with())
     assert code == 0, err
     assert out.strip() == "interrupted while the body was busy: True", err
+
+
+@pytest.mark.parametrize("how", ["break", "cancel"])
+@pytest.mark.parametrize("body", ["sync", "async"])
+def test_leaving_astream_early_stops_the_run_as_closing_stream_does(
+    tmp_path: Path, body: str, how: str
+) -> None:
+    # The run went on in a helper thread after the async iterator was dropped, and
+    # asyncio.run waited for it: the gated call ran to its deadline and the run was
+    # recorded as it ended, not interrupted.
+    d = str(tmp_path)
+    if body == "sync":
+
+        @entrypoint(checkpointer=tmp_path / "store", max_workers=1)
+        def flow() -> Any:
+            return ct.gated(d, "held", "released").result(timeout=T)
+
+    else:
+
+        @entrypoint(checkpointer=tmp_path / "store", max_workers=1)
+        async def flow() -> Any:
+            return await asyncio.wait_for(asyncio.wrap_future(ct.gated(d, "held", "released")), T)
+
+    kinds: list[str] = []
+
+    async def consume(started: asyncio.Event) -> None:
+        async for event in flow.astream(run_id="left"):
+            kinds.append(event.kind)
+            if event.kind == "task_started" and event.task == ct.gated.name:
+                started.set()
+                if how == "break":
+                    break
+
+    async def leave_once_started() -> None:
+        started = asyncio.Event()
+        consuming = asyncio.ensure_future(consume(started))
+        await asyncio.wait_for(started.wait(), T)
+        if how == "cancel":
+            consuming.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(consuming, T)
+
+    began = time.monotonic()
+    asyncio.run(leave_once_started())
+    took = time.monotonic() - began
+    assert kinds[0] == "run_started" and kinds[-1] == "task_started"
+    assert took < ct.DEADLINE / 2, f"leaving the loop took {took:.1f} s"
+    assert _status_of(tmp_path / "store", "left") == ("interrupted", "signal")
+    assert read_log(tmp_path / "log-held") == ["start"]  # stopped, not run to its end
+    ct.touch(tmp_path / "gate-held")
+    assert flow.invoke(run_id="left") == "released"  # and it resumes
+
+
+def test_an_astream_left_at_its_last_event_has_freed_its_run_id(tmp_path: Path) -> None:
+    # The last event comes before the helper thread releases the run: leaving the loop
+    # there and starting the run again at once was refused as "already running".
+    @entrypoint(checkpointer=tmp_path / "store", max_workers=1)
+    def flow() -> int:
+        return int(ct.square(3).result(timeout=T))
+
+    async def leave_at_the_end_then_again() -> int:
+        async for event in flow.astream(run_id="again"):
+            if event.kind == "run_finished":
+                break
+        return await flow.ainvoke(run_id="again")  # the stored result
+
+    assert asyncio.run(asyncio.wait_for(leave_at_the_end_then_again(), T)) == 9
