@@ -340,8 +340,14 @@ class Entrypoint(Generic[R]):
         if driver.finished:
             return driver.stored_result()
         if self.is_async:
+            try:
+                bar = _progress_for(driver, progress)
+            except BaseException:  # before adrive(), which releases the run at its end
+                driver.abandon()
+                raise
             driver.run.use_loop(asyncio.get_running_loop())
-            return await driver.adrive(self._run_body_async(driver))
+            with bar:
+                return await driver.adrive(self._run_body_async(driver))
         # A sync body runs in a helper thread; cancelling this stops its run as a closed
         # stream does (abandoning the thread would let the run go on to its end).
         driving = asyncio.ensure_future(asyncio.to_thread(self._drive_sync, driver, progress))

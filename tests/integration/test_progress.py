@@ -3,6 +3,7 @@ drawn with progress=False, nor with progress=None when stderr is not a terminal.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import re
 from pathlib import Path
@@ -61,6 +62,38 @@ def test_progress_in_process_goes_to_stderr_and_none_is_off_without_a_terminal(
     captured = capsys.readouterr()
     assert captured.out == ""
     assert "run bar-on" in captured.err and "4/4" in captured.err
+
+
+@pytest.mark.parametrize("body", ["sync", "async"])
+def test_ainvoke_draws_the_progress_bar_for_sync_and_async_bodies(
+    tmp_path: Path, body: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # ainvoke of an async body left `progress` unused: no bar, whatever was asked.
+    if body == "sync":
+
+        @entrypoint(checkpointer=tmp_path / "store", max_workers=2)
+        def main(n: int) -> int:
+            return sum(f.result(timeout=T) for f in ct.square.map(range(n)))
+
+    else:
+
+        @entrypoint(checkpointer=tmp_path / "store", max_workers=2)
+        async def main(n: int) -> int:
+            calls = ct.square.map(range(n))
+            return sum([await asyncio.wait_for(asyncio.wrap_future(f), T) for f in calls])
+
+    def ainvoke(run_id: str, progress: bool) -> Any:
+        return asyncio.run(asyncio.wait_for(main.ainvoke(4, run_id=run_id, progress=progress), T))
+
+    capsys.readouterr()
+    assert ainvoke("bar-off", progress=False) == 14
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == ""
+
+    assert ainvoke("bar-on", progress=True) == 14
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "run bar-on" in captured.err and "4/4" in captured.err, captured.err
 
 
 def _final_line(console_width: int, events: list[Event]) -> str:
