@@ -114,6 +114,7 @@ class _RunDriver(Generic[R]):
             )
         self.run_id = run_id
         self._previous = previous
+        self.sigterm: _SigtermWatch | None = None  # an ainvoke's, set by ainvoke
         try:
             if store is not None:
                 self.record = record
@@ -193,6 +194,18 @@ class _RunDriver(Generic[R]):
         Ctrl-C, except that only this run's calls are stopped, not other runs'."""
         self._stop_calls(whole_process=False)
 
+    async def astop(self) -> None:
+        """``stop`` from the caller's event loop (a cancelled ainvoke), which it does not
+        block. An ainvoke cancelled for SIGTERM stops every pool, as invoke does (the
+        process ends): that waits for the pools it kills, so in a helper thread."""
+        if self._for_sigterm():
+            await asyncio.to_thread(self._stop_calls, True)
+        else:
+            self._stop_calls(whole_process=False)
+
+    def _for_sigterm(self) -> bool:
+        return self.sigterm is not None and self.sigterm.fired
+
     def _stop_calls(self, whole_process: bool) -> None:
         """Calls not started are cancelled, async ones too, and process ones stopped: a
         signal stops every pool of the process, a stop of this run alone its own."""
@@ -258,7 +271,7 @@ class _RunDriver(Generic[R]):
                 return cast(R, await asyncio.shield(finishing))
             except asyncio.CancelledError:
                 if not finishing.done():  # cancelled while the run ends: its calls stop
-                    self._stop_calls(whole_process=False)
+                    await self.astop()
                     await asyncio.wait({finishing}, timeout=STOP_WAIT_SECONDS)
                 raise
         finally:
@@ -328,7 +341,7 @@ class _RunDriver(Generic[R]):
         raise exc
 
     def _stop_and_raise(self, stop: BaseException) -> None:
-        self._stop_and_record(whole_process=False)
+        self._stop_and_record(whole_process=self._for_sigterm())
         raise stop
 
     def _paused(self, paused: _InterruptSignal) -> None:
@@ -348,7 +361,7 @@ class _RunDriver(Generic[R]):
 
     def _stop_and_record(self, whole_process: bool) -> None:
         """Stop the run's calls and record it interrupted. A signal stops every pool of
-        the process; a cancelled ainvoke only this run's calls."""
+        the process (SIGTERM during ainvoke too); a cancelled ainvoke only this run's."""
         self._stop_calls(whole_process)
         self.run.wait_idle(timeout=STOP_WAIT_SECONDS)
         if self.record is not None and self.record.get("status") != "running":
@@ -437,6 +450,72 @@ def _install_sigterm() -> Callable[[], None]:
         signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
     return restore
+
+
+class _SigtermWatch:
+    """One ``ainvoke`` on an event loop of the main thread, for SIGTERM to stop."""
+
+    def __init__(self, task: asyncio.Task[Any] | None) -> None:
+        self.task = task
+        self.fired = False  # SIGTERM came: the task was cancelled for it
+
+
+# Per event loop of the main thread that SIGTERM is watched on: the Python handler it
+# replaced, and the ainvokes running there. Only the main thread touches it.
+_sigterm_watches: dict[asyncio.AbstractEventLoop, tuple[Any, list[_SigtermWatch]]] = {}
+
+
+@contextlib.contextmanager
+def _sigterm_cancels() -> Iterator[_SigtermWatch]:
+    """SIGTERM during an ``ainvoke`` on the main thread's event loop cancels the task
+    that awaits it, as ``asyncio.run`` does for Ctrl-C: the run stops as a cancelled
+    ainvoke's does (recorded interrupted), and ainvoke then raises ``SystemExit(143)``
+    (``watch.fired`` says so). A second SIGTERM while it stops is ignored. The handler
+    is the loop's (``add_signal_handler``), where it has them (not on Windows), and only
+    while an ainvoke runs; a loop with a SIGTERM handler of the caller's keeps it."""
+    loop = asyncio.get_running_loop()
+    watch = _SigtermWatch(asyncio.current_task())
+    if loop not in _sigterm_watches and not _watch_sigterm(loop):
+        yield watch  # another thread's loop, or SIGTERM is the caller's to handle
+        return
+    watches = _sigterm_watches[loop][1]
+    watches.append(watch)
+    try:
+        yield watch
+    finally:
+        watches.remove(watch)
+        if not watches:
+            _unwatch_sigterm(loop)
+
+
+def _watch_sigterm(loop: asyncio.AbstractEventLoop) -> bool:
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    if signal.SIGTERM in getattr(loop, "_signal_handlers", {}):
+        return False  # the caller's loop handles SIGTERM itself
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        loop.add_signal_handler(signal.SIGTERM, _on_loop_sigterm, loop)
+    except (NotImplementedError, RuntimeError, ValueError):  # Windows; a sub-interpreter
+        return False
+    _sigterm_watches[loop] = (previous, [])
+    return True
+
+
+def _on_loop_sigterm(loop: asyncio.AbstractEventLoop) -> None:
+    for watch in _sigterm_watches.get(loop, (None, []))[1]:
+        if not watch.fired and watch.task is not None:
+            watch.fired = True
+            watch.task.cancel()
+
+
+def _unwatch_sigterm(loop: asyncio.AbstractEventLoop) -> None:
+    previous, _ = _sigterm_watches.pop(loop)
+    with contextlib.suppress(RuntimeError, ValueError):  # pragma: no cover - a closed loop
+        loop.remove_signal_handler(signal.SIGTERM)
+    # remove_signal_handler leaves SIG_DFL. None: a handler installed outside Python,
+    # which cannot be put back from here.
+    signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
 def being_cancelled() -> bool:

@@ -30,6 +30,7 @@ from ._driver import (
     _InterruptSignal,
     _progress_for,
     _RunDriver,
+    _sigterm_cancels,
     _Terminated,
     being_cancelled,
 )
@@ -335,10 +336,24 @@ class Entrypoint(Generic[R]):
         progress: bool | None = None,
         rerun_changed: bool = False,
     ) -> R:
-        """``invoke`` as a coroutine; an async body runs on the caller's event loop."""
+        """``invoke`` as a coroutine; an async body runs on the caller's event loop.
+
+        On the main thread's event loop, SIGTERM stops the run as Ctrl-C does: recorded
+        ``interrupted``, then ``SystemExit(143)``, as ``invoke`` exits.
+        """
         driver = self._driver(input, run_id, config, rerun_changed, _NO_INPUT, None)
         if driver.finished:
             return driver.stored_result()
+        with _sigterm_cancels() as sigterm:
+            driver.sigterm = sigterm
+            try:
+                return await self._adrive(driver, progress)
+            except asyncio.CancelledError:
+                if sigterm.fired:  # cancelled for SIGTERM, and the stop is recorded
+                    raise SystemExit(143) from None
+                raise
+
+    async def _adrive(self, driver: _RunDriver[R], progress: bool | None) -> R:
         if self.is_async:
             try:
                 bar = _progress_for(driver, progress)
@@ -355,7 +370,7 @@ class Entrypoint(Generic[R]):
             return await asyncio.shield(driving)
         except asyncio.CancelledError:
             if not driving.done():
-                driver.stop()
+                await driver.astop()
                 # Until its end is recorded and its id free (a retry right away is not
                 # refused), as long as a stop waits for its calls.
                 await asyncio.wait({driving}, timeout=STOP_WAIT_SECONDS)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import os
+import signal
 import sys
 import threading
 import time
@@ -16,7 +18,7 @@ from typing import Any
 import core_tasks as ct
 import pytest
 from core_tasks import read_log
-from support import env_with, run, wait_for
+from support import env_with, finish, kill_group, run, start, wait_for
 
 import procflow
 from procflow import Event, entrypoint
@@ -606,3 +608,85 @@ def test_an_astream_left_at_its_last_event_has_freed_its_run_id(tmp_path: Path) 
         return await flow.ainvoke(run_id="again")  # the stored result
 
     assert asyncio.run(asyncio.wait_for(leave_at_the_end_then_again(), T)) == 9
+
+
+SIGTERM_DURING_AINVOKE = """
+import asyncio, os, signal, sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+import core_tasks as ct
+import procflow
+from procflow import _run
+
+d, body, signals = Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+
+if signals == 2:  # a second SIGTERM from inside the stop's wait for its calls, once
+    wait_idle = _run.Run.wait_idle
+
+    def wait_idle_signalled(self, timeout=None):
+        global signals
+        if self.stopping and signals == 2:
+            signals = 1
+            os.kill(os.getpid(), signal.SIGTERM)
+        return wait_idle(self, timeout)
+
+    _run.Run.wait_idle = wait_idle_signalled
+
+if body == "sync":
+
+    @procflow.entrypoint(checkpointer=d / "store", max_workers=1)
+    def flow() -> object:
+        return ct.gated(str(d), "held", "released").result(timeout=60)
+
+else:
+
+    @procflow.entrypoint(checkpointer=d / "store", max_workers=1)
+    async def flow() -> object:
+        return await asyncio.wait_for(asyncio.wrap_future(ct.gated(str(d), "held", "released")), 60)
+
+print(asyncio.run(flow.ainvoke(run_id="termed")))
+"""
+
+
+@pytest.mark.parametrize("signals", [1, 2])
+@pytest.mark.parametrize("body", ["sync", "async"])
+def test_sigterm_during_ainvoke_records_the_run_interrupted_and_exits_143(
+    tmp_path: Path, body: str, signals: int
+) -> None:
+    # ainvoke installed no SIGTERM handling: the process died at once, its run left
+    # `running` with its owner set, where invoke records it interrupted and exits 143.
+    # A second SIGTERM while the run stops is ignored, as invoke ignores it.
+    here = str(Path(__file__).resolve().parent)
+    args = ["-c", SIGTERM_DURING_AINVOKE, here, str(tmp_path), body, str(signals)]
+    proc = start(args, env_with())
+    try:
+        wait_for((tmp_path / "started-held").exists, what="the gated call to start")
+    except BaseException:
+        kill_group(proc)
+        proc.communicate()
+        raise
+    os.kill(proc.pid, signal.SIGTERM)  # what Slurm, Kubernetes and systemd send
+    code, out, err = finish(proc, timeout=T)
+    assert code == 143, err
+    assert _status_of(tmp_path / "store", "termed") == ("interrupted", "signal"), err
+    assert read_log(tmp_path / "log-held") == ["start"]  # stopped, not run to its end
+    ct.touch(tmp_path / "gate-held")
+    code, out, err = run([*args[:-1], "0"], env_with(), timeout=T)  # and it resumes
+    assert code == 0, err
+    assert out.strip() == "released"
+
+
+def test_ainvoke_puts_back_the_sigterm_handler_it_found(tmp_path: Path) -> None:
+    @entrypoint(checkpointer=tmp_path / "store", max_workers=1)
+    async def flow() -> int:
+        return await asyncio.wait_for(asyncio.wrap_future(ct.square(3)), T)
+
+    def mine(signum: int, frame: Any) -> None:  # pragma: no cover - never sent
+        pass
+
+    found = signal.signal(signal.SIGTERM, mine)
+    try:
+        assert asyncio.run(asyncio.wait_for(flow.ainvoke(), T)) == 9
+        assert signal.getsignal(signal.SIGTERM) is mine
+    finally:
+        signal.signal(signal.SIGTERM, found)
