@@ -570,6 +570,8 @@ def test_leaving_astream_early_stops_the_run_as_closing_stream_does(
         async for event in flow.astream(run_id="left"):
             kinds.append(event.kind)
             if event.kind == "task_started" and event.task == ct.gated.name:
+                while not (tmp_path / "started-held").exists():  # running, not only sent
+                    await asyncio.sleep(0.01)
                 started.set()
                 if how == "break":
                     break
