@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import dataclasses
 import multiprocessing.util
 import os
 import sys
@@ -53,7 +54,52 @@ def usable_cores() -> int:
     return max(1, int(cpu_count()))
 
 
-PoolKey = tuple[int, Any, tuple[Any, ...]]
+PoolKey = tuple[int, Any, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Pickled:
+    """Stands in a pool's key for a setting that cannot be hashed: the digest of its
+    pickled bytes. Equal only to another _Pickled, never to a user's own value."""
+
+    digest: str
+
+
+def _key_part(value: Any, what: str) -> Any:
+    """``value`` itself when it can be hashed, else the digest of its pickled bytes.
+
+    A dict of settings is a legitimate ``initargs`` (``initargs=({"model": "x"},)``) and
+    cannot be hashed: keyed as it was, the pool lookup raised TypeError in the scheduler
+    and the run's calls waited for ever. The pickled bytes are what the workers receive
+    (loky pickles the initializer and its arguments with cloudpickle), so equal bytes
+    mean equal settings, and runs with the same settings share a pool as before. Equal
+    values that pickle differently (the same keys in another order) only get a pool of
+    their own. The digest keeps a large argument (an array, a table) out of the key.
+    """
+    try:
+        hash(value)
+        return value
+    except Exception:
+        pass
+    import hashlib
+
+    import cloudpickle
+
+    try:
+        pickled = cloudpickle.dumps(value)
+    except Exception as exc:
+        raise TypeError(
+            f"the pool's {what} cannot be pickled, and each worker process receives them "
+            f"pickled ({type(exc).__name__}: {exc}); pass values that pickle"
+        ) from exc
+    return _Pickled(hashlib.blake2b(pickled, digest_size=20).hexdigest())
+
+
+def pool_key(
+    workers: int, initializer: Callable[..., Any] | None, initargs: tuple[Any, ...]
+) -> PoolKey:
+    """The key under which runs share a pool: equal for equal settings."""
+    return (workers, _key_part(initializer, "initializer"), _key_part(initargs, "initargs"))
 
 
 class Pool:
@@ -208,7 +254,7 @@ def get_pool(
 ) -> Pool:
     """The warm pool for these settings, started if needed; replaced if it broke."""
     workers = max_workers or usable_cores()
-    key: PoolKey = (workers, initializer, tuple(initargs))
+    key = pool_key(workers, initializer, tuple(initargs))
     with _pools_lock:
         _shutdown_idle_locked()
         pool = _pools.get(key)

@@ -427,6 +427,20 @@ def write_init_marker(directory: str, tag: str) -> None:
     touch(os.path.join(directory, f"init-{os.getpid()}"), tag)
 
 
+# What keep_config, a pool initializer, was given in this worker process.
+WORKER_CONFIG: dict[str, Any] = {}
+
+
+def keep_config(config: dict[str, Any]) -> None:
+    """A pool initializer taking a dict (initargs that cannot be hashed)."""
+    WORKER_CONFIG.update(config)
+
+
+@task
+def config_value(key: str) -> list[Any]:
+    return [WORKER_CONFIG.get(key), os.getpid()]
+
+
 @task
 def thread_env() -> dict[str, Any]:
     return {"pid": os.getpid(), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")}

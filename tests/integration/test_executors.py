@@ -132,6 +132,28 @@ def test_initializer_runs_in_each_worker(tmp_path: Path) -> None:
     assert not (markers / f"init-{os.getpid()}").exists()
 
 
+def test_initargs_that_cannot_be_hashed_reach_the_initializer() -> None:
+    # A dict of settings is a legitimate initarg. Pools were keyed by the initargs
+    # themselves: the lookup raised TypeError ("unhashable type: 'dict'") in the
+    # scheduler, which printed it, and the call waited for ever.
+    def pipeline() -> Any:
+        @entrypoint(
+            checkpointer=False,
+            max_workers=1,
+            initializer=ct.keep_config,
+            initargs=({"model": "x", "sizes": [1, 2]},),  # a new, equal dict each time
+        )
+        def main() -> list[Any]:
+            return ct.config_value("model").result(timeout=T)
+
+        return main
+
+    value, pid = pipeline().invoke()
+    assert value == "x"
+    # Equal settings share the warm pool, as hashable ones do: the same worker answers.
+    assert pipeline().invoke() == ["x", pid]
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_workers_cap_native_threads_at_cores_per_worker(
     workers: int, monkeypatch: pytest.MonkeyPatch
