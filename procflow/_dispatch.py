@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import itertools
-import os
 from collections import deque
 from concurrent.futures import Future
 from typing import Any, Protocol
@@ -21,8 +20,8 @@ from typing import Any, Protocol
 from . import _payloads, _pool
 from ._calls import Call
 from ._claims import ClaimBoard
-from ._worker import Outcome, error_envelope, run_batch
-from .errors import NotSerializableError
+from ._failures import dispatch_error
+from ._worker import run_batch
 
 __all__ = ["Dispatches", "observe_duration"]
 
@@ -69,8 +68,8 @@ class _Host(Protocol):
     def _take_batch(self, pool: _pool.Pool) -> list[Call]: ...
     def _admit(self, call: Call) -> bool: ...
     def _release(self, call: Call) -> None: ...
-    def _fail_unsendable(self, batch: list[Call], exc: Exception) -> None: ...
-    def _on_outcome(self, call: Call, outcome: Outcome) -> None: ...
+    def _submit_batch(self, pool: _pool.Pool, batch: list[Call]) -> None: ...
+    def _dispatch_failed(self, head: Call, batch: list[Call], exc: Exception) -> None: ...
 
 
 class Dispatches:
@@ -78,66 +77,72 @@ class Dispatches:
 
     def _dispatch(self: _Host) -> None:
         while self._ready:
-            pool = self._ready[0].run.pool()
-            # Two dispatches per worker: one running, one queued behind it, so a worker
-            # never idles waiting for the driver (measured: 0.69 -> 0.92 efficiency at
-            # 16 workers). The queued one stays cancellable until it starts (_claims).
-            if self._inflight_for(pool) >= 2 * pool.max_workers:
-                return
-            batch = self._take_batch(pool)
-            if not batch:
-                continue
+            head = self._ready[0]
+            batch: list[Call] = []
             try:
-                pickled = batch[0].task.payload(batch[0].run)  # one task and run per batch
+                pool = head.run.pool()
+                # Two dispatches per worker: one running, one queued behind it, so a
+                # worker never idles waiting for the driver (measured: 0.69 -> 0.92
+                # efficiency at 16 workers). The queued one stays cancellable until it
+                # starts (_claims).
+                if self._inflight_for(pool) >= 2 * pool.max_workers:
+                    return
+                batch = self._take_batch(pool)
+                if batch:
+                    self._submit_batch(pool, batch)
             except Exception as exc:
-                self._fail_unsendable(batch, exc)
-                continue
-            specs = []
-            for call in batch:
-                call.started = 0.0
-                call.pool = pool
-                call.token = token = next(self._tokens)
-                self._dispatched[token] = call
-                self.claims.reset(token)
-                if not call.running:
-                    call.future.revoke = functools.partial(self.claims.revoke, token)
-                payload: bytes | str = pickled
-                if len(pickled) > _payloads.INLINE_BYTES:  # once per run, through a file
-                    with contextlib.suppress(OSError):  # no room for it: inline, as before
-                        payload = call.run.payload_path(pickled)
-                specs.append(
-                    (
-                        call.token,
-                        call.call_id,
-                        payload,
-                        call.args_text(),
-                        call.attempt,
-                        call.run.run_id,
-                        call.policy,
-                    )
-                )
-            store = batch[0].run.store
-            fut = pool.submit(run_batch, specs, str(store.path) if store is not None else None)
-            self._inflight[fut] = (pool, [(call.token, call) for call in batch])
-            fut.add_done_callback(functools.partial(self._batch_callback, pool=pool))
+                # A pool that cannot start (initargs that do not pickle), a task that
+                # does not pickle, or a bug here: the calls in hand fail, instead of being
+                # lost (nobody would ever resolve them) or, left at the head of the
+                # queue, failing every dispatch of every run behind them.
+                self._dispatch_failed(head, batch, exc)
 
-    def _fail_unsendable(self: _Host, batch: list[Call], exc: Exception) -> None:
-        """The task cannot be pickled for a worker (a script's task reads a global such
-        as a lock or a connection): its calls fail, not retried, with the fix. Raised
-        here it stopped the scheduler's step and left the run waiting for ever."""
-        task = batch[0].task
-        error = NotSerializableError(
-            f"task {task.name!r} cannot be sent to a worker process: {type(exc).__name__}: "
-            f"{exc}. A task defined in a script or a notebook travels by value, with the "
-            "globals it uses: create such an object inside the task (or in an initializer), "
-            'define the task in an importable module, or use executor="thread"',
-            task=task.name,
-        )
-        error.__cause__ = exc
+    def _submit_batch(self: _Host, pool: _pool.Pool, batch: list[Call]) -> None:
+        specs = []
         for call in batch:
-            self._release(call)
-            envelope = error_envelope(error, None)
-            self._on_outcome(call, (call.call_id, False, envelope, {"pid": os.getpid()}))
+            call.started = 0.0
+            call.pool = pool
+            call.token = token = next(self._tokens)
+            self._dispatched[token] = call
+            self.claims.reset(token)
+            if not call.running:
+                call.future.revoke = functools.partial(self.claims.revoke, token)
+            pickled = call.task.payload(call.run)
+            payload: bytes | str = pickled
+            if len(pickled) > _payloads.INLINE_BYTES:  # once per run, through a file
+                with contextlib.suppress(OSError):  # no room for it: inline, as before
+                    payload = call.run.payload_path(pickled)
+            specs.append(
+                (
+                    call.token,
+                    call.call_id,
+                    payload,
+                    call.args_text(),
+                    call.attempt,
+                    call.run.run_id,
+                    call.policy,
+                )
+            )
+        store = batch[0].run.store
+        fut = pool.submit(run_batch, specs, str(store.path) if store is not None else None)
+        self._inflight[fut] = (pool, [(call.token, call) for call in batch])
+        fut.add_done_callback(functools.partial(self._batch_callback, pool=pool))
+
+    def _dispatch_failed(self: _Host, head: Call, batch: list[Call], exc: Exception) -> None:
+        """Fail the calls a dispatch had in hand when it raised; none reached a worker.
+
+        Taken (``batch``): each was admitted, and may be registered as dispatched. Not
+        taken yet (the run's pool did not start): the head of the queue, taken out.
+        """
+        if not batch and self._ready and self._ready[0] is head:
+            self._ready.popleft()
+        for call in batch or [head]:
+            if self._dispatched.get(call.token) is call:
+                del self._dispatched[call.token]
+            if batch:
+                self._release(call)
+            call.future.revoke = None
+            self._drop(call, dispatch_error(call, exc))
 
     def _batch_callback(self: _Host, fut: Future[Any], *, pool: _pool.Pool) -> None:
         """Runs on loky's thread: note who died (before loky kills the rest), then post."""
@@ -194,19 +199,17 @@ class Dispatches:
     def _admit(self: _Host, call: Call) -> bool:
         """Take a slot for the call, unless cancelled or its task is at max_concurrency.
 
-        An inline or async call is marked running now; a process call when a worker
-        starts it, a thread call when a thread of the pool takes it (until then it may
-        wait in the worker's or the pool's queue, and cancel() can take it back).
+        A local call is marked running now; a process call when a worker starts it
+        (until then it may wait in the worker's queue, and cancel() can take it back).
         """
         limit = call.task.max_concurrency
         running = self._running.get(call.task.name, 0)
         if limit is not None and running >= limit:
             self._held.setdefault(call.task.name, deque()).append(call)
             return False
-        if call.executor == "process" or call.executor == "thread":
-            admitted = not call.future.cancelled()
-        else:
-            admitted = call.mark_running()
+        admitted = (
+            not call.future.cancelled() if call.executor == "process" else call.mark_running()
+        )
         if not admitted:
             self._drop(call, None)
             return False

@@ -1,6 +1,7 @@
 """Failures the scheduler deals with itself: a pool that broke under its calls (who is
 to blame, who is re-dispatched), the errors it raises for a call (a crashed worker, a
-timeout), and the small decisions around them. ``PoolBreaks`` is a scheduler mixin."""
+timeout, a call that could not be dispatched), and the small decisions around them.
+``PoolBreaks`` is a scheduler mixin."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from concurrent.futures import CancelledError
 from typing import TYPE_CHECKING, Any, Protocol
 
 from . import _pool
-from .errors import TaskTimeoutError, WorkerCrashedError
+from .errors import ProcflowError, TaskTimeoutError, WorkerCrashedError
 
 if TYPE_CHECKING:
     from ._calls import Call
@@ -18,7 +19,14 @@ if TYPE_CHECKING:
     from ._claims import ClaimBoard
     from ._worker import Outcome
 
-__all__ = ["PoolBreaks", "attempt_duration", "crash_error", "retry_matches", "timeout_error"]
+__all__ = [
+    "PoolBreaks",
+    "attempt_duration",
+    "crash_error",
+    "dispatch_error",
+    "retry_matches",
+    "timeout_error",
+]
 
 
 def attempt_duration(attempt: dict[str, Any]) -> float:
@@ -80,6 +88,18 @@ def timeout_error(call: Call) -> BaseException:
         f"task {call.task.name!r} ({call.run.label}attempt {call.attempt}) ran longer than "
         f"its timeout of {call.task.timeout}s; {what}. To let it finish, {fix}"
     )
+
+
+def dispatch_error(call: Call, exc: BaseException) -> ProcflowError:
+    """A call that could not be handed to the process pool: its pool did not start (the
+    message of ``_pool.pool_key`` or loky's says why), its task did not pickle
+    (``Task.payload``'s), or a procflow bug. Nothing of it ran."""
+    error = ProcflowError(
+        f"task {call.task.name!r} ({call.run.name_for_messages}, attempt {call.attempt}) "
+        f"could not be sent to a worker process, and did not run: {type(exc).__name__}: {exc}"
+    )
+    error.__cause__ = exc
+    return error
 
 
 class _BreakHost(Protocol):

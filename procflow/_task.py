@@ -332,7 +332,17 @@ class Task(Generic[P, R]):
         if payload is None:
             import cloudpickle
 
-            payload = self._payloads[run] = cloudpickle.dumps(self)
+            try:
+                payload = cloudpickle.dumps(self)
+            except Exception as exc:
+                raise TypeError(
+                    f"task {self.name!r} could not be pickled for a worker process "
+                    f"({type(exc).__name__}: {exc}). A task defined in a script, a notebook "
+                    "or a function travels by value, with the globals and closure values "
+                    "it reads: make those picklable, define the task at the top level of "
+                    "an importable module, or run it with executor='thread'"
+                ) from exc
+            self._payloads[run] = payload
         return payload
 
     def __repr__(self) -> str:
