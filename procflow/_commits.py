@@ -44,6 +44,7 @@ class GroupCommits:
     _commit_held: int | None  # how many outcomes were left waiting for company
     _dispatched: dict[int, Call]
     _local: dict[int, Call]
+    _live: dict[int, Call]  # calls whose future is not final yet
 
     if TYPE_CHECKING:
 
@@ -142,6 +143,7 @@ class GroupCommits:
                         else:
                             call.future.plain = plain
                             if _finish(call.future, None, value):
+                                self._live.pop(id(call), None)
                                 self._wake_dependents(call)
                                 succeeded += 1
                                 continue
@@ -163,7 +165,10 @@ class GroupCommits:
                     run.calls_succeeded(succeeded)
 
     def _settled(self, call: Call) -> None:
-        """The call's future is final: wake its dependents, tell the run."""
+        """The call's future is final: wake its dependents, tell the run (once: a call
+        the sweep after an internal error failed may still be met again)."""
+        if self._live.pop(id(call), None) is None:
+            return
         self._wake_dependents(call)
         call.run.call_finished(call)
 

@@ -1,12 +1,15 @@
 """Failures the scheduler deals with itself: a pool that broke under its calls (who is
-to blame, who is re-dispatched), the errors it raises for a call (a crashed worker, a
-timeout, a call that could not be dispatched), and the small decisions around them.
-``PoolBreaks`` is a scheduler mixin."""
+to blame, who is re-dispatched), calls an internal error left with nothing to finish
+them, the errors it raises for a call (a crashed worker, a timeout, a call that could
+not be dispatched), and the small decisions around them. ``PoolBreaks`` and
+``LostCalls`` are scheduler mixins."""
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import CancelledError
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -14,16 +17,20 @@ from . import _pool
 from .errors import ProcflowError, TaskTimeoutError, WorkerCrashedError
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future
+
     from ._calls import Call
     from ._channel import Channel
     from ._claims import ClaimBoard
     from ._worker import Outcome
 
 __all__ = [
+    "LostCalls",
     "PoolBreaks",
     "attempt_duration",
     "crash_error",
     "dispatch_error",
+    "lost_call_error",
     "retry_matches",
     "timeout_error",
 ]
@@ -97,6 +104,19 @@ def dispatch_error(call: Call, exc: BaseException) -> ProcflowError:
     error = ProcflowError(
         f"task {call.task.name!r} ({call.run.name_for_messages}, attempt {call.attempt}) "
         f"could not be sent to a worker process, and did not run: {type(exc).__name__}: {exc}"
+    )
+    error.__cause__ = exc
+    return error
+
+
+def lost_call_error(call: Call, exc: BaseException) -> ProcflowError:
+    """A call an internal error of the scheduler left with nothing to finish it."""
+    error = ProcflowError(
+        f"task {call.task.name!r} ({call.run.name_for_messages}, call {call.call_id[:16]}, "
+        f"attempt {call.attempt}) failed: procflow's scheduler hit an internal error while "
+        f"handling it ({type(exc).__name__}: {exc}), and the call would never have "
+        "finished. This is a procflow bug: please report it with the traceback printed "
+        "above"
     )
     error.__cause__ = exc
     return error
@@ -193,3 +213,67 @@ class PoolBreaks:
         }
         meta = {"pid": pid, "start": call.started or None, "end": time.time(), "cpu": None}
         self._on_outcome(call, (call.call_id, False, envelope, meta))
+
+
+class _LostHost(Protocol):
+    """What the mixin uses of the scheduler."""
+
+    _live: dict[int, Call]
+    _ready: deque[Call]
+    _held: dict[str, deque[Call]]
+    _cache_queue: list[Call]
+    _to_commit: list[tuple[Call, bool, Any, dict[str, Any]]]
+    _local: dict[int, Call]
+    _dispatched: dict[int, Call]
+    _inflight: dict[Future[Any], tuple[_pool.Pool, list[tuple[int, Call]]]]
+    _timers: list[tuple[float, int, Callable[[], None]]]
+
+    def _retry(self, call: Call) -> None: ...
+    def _release(self, call: Call) -> None: ...
+    def _drop(self, call: Call, exc: BaseException | None) -> None: ...
+
+
+class LostCalls:
+    """The sweep after an internal error of the scheduler (scheduler thread only)."""
+
+    def _fail_lost(self: _LostHost, error: BaseException) -> None:
+        """After an internal error: fail every call it lost, instead of letting its run
+        wait for it for ever.
+
+        A call is lost when its future is not final and nothing the scheduler holds will
+        finish it: it is in no queue, no dispatch in flight holds it, no thread or event
+        loop runs it, no retry waits for it, and it waits for no input that has still to
+        come. Calls held anywhere are left alone: the error did not lose them, and they
+        go on as usual. Only lost calls fail, so no future is resolved twice, and a lost
+        call's late outcome finds nothing to resolve (it is in no table any more).
+        """
+        if not self._live:
+            return
+        held: set[int] = set(map(id, self._ready))
+        for queue in self._held.values():
+            held.update(map(id, queue))
+        held.update(map(id, self._cache_queue))
+        held.update(id(item[0]) for item in self._to_commit)
+        held.update(map(id, self._local.values()))  # its thread or loop posts its outcome
+        in_flight = {token for _, batch in self._inflight.values() for token, _ in batch}
+        held.update(id(call) for token, call in self._dispatched.items() if token in in_flight)
+        for _, _, callback in self._timers:
+            if isinstance(callback, functools.partial) and callback.func == self._retry:
+                held.update(id(arg) for arg in callback.args)
+        unsettled = {id(call.future) for call in self._live.values()}
+        lost = [
+            call
+            for call in self._live.values()
+            if id(call) not in held
+            and not (
+                call.pending > 0
+                and any(not dep.done() or id(dep) in unsettled for dep in call.deps)
+            )
+        ]
+        for call in lost:
+            if id(call) not in self._live:
+                continue  # failed already: a lost input's failure reached it first
+            if self._dispatched.get(call.token) is call:  # its dispatch's return was lost
+                del self._dispatched[call.token]
+                self._release(call)
+            self._drop(call, lost_call_error(call, error))

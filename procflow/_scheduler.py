@@ -12,6 +12,11 @@ to be short share one dispatch), to the thread pool, the run's event loop, or ru
 inline; retries after a back-off on its deadline heap; and commits outcomes. It is also
 the only thread that submits to loky (see DESIGN.md section 3 on the parent-death
 signal).
+
+A bug in one of its steps must neither kill this thread, which every run of the process
+depends on, nor leave a run waiting for ever: it is printed, the calls it left with
+nothing to finish them fail with an error naming their task and run (``_fail_lost``),
+and the loop goes on.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from ._channel import Channel, get_channel
 from ._claims import get_board
 from ._commits import GroupCommits
 from ._dispatch import Dispatches, observe_duration
-from ._failures import PoolBreaks
+from ._failures import LostCalls, PoolBreaks
 from ._forks import reset_in_child
 from ._hits import HitRecords
 from ._local import LocalCalls
@@ -49,7 +54,7 @@ __all__ = ["Scheduler", "get_scheduler"]
 QUIET_RETIRE_SECONDS = 1.0
 
 
-class Scheduler(Dispatches, LocalCalls, PoolBreaks, GroupCommits):
+class Scheduler(Dispatches, LocalCalls, PoolBreaks, LostCalls, GroupCommits):
     def __init__(self) -> None:
         # The inbox: messages from other threads. The loop sleeps in one select() on a
         # wake-up pipe and the workers' channel, so a worker's message wakes this thread
@@ -80,6 +85,10 @@ class Scheduler(Dispatches, LocalCalls, PoolBreaks, GroupCommits):
         self._cache_queue: list[Call] = []  # ready calls with a cache policy, to look up
         self._commit_by: float | None = None  # when the oldest waiting outcome is due
         self._commit_held: int | None = None  # outcomes left waiting for company
+        # id -> every call handed to this scheduler whose future is not final yet (a
+        # dict insert and pop per call): where the sweep after an internal error looks
+        # for the calls that error left with nothing to finish them (_fail_lost).
+        self._live: dict[int, Call] = {}
         self.claims = get_board()
         self._channel: Channel | None = None
         self._thread = threading.Thread(target=self._loop, name="procflow-scheduler", daemon=True)
@@ -141,7 +150,7 @@ class Scheduler(Dispatches, LocalCalls, PoolBreaks, GroupCommits):
                 # Outcomes left waiting for company are committed by then at the latest.
                 wake_at = self._commit_by if wake_at is None else min(wake_at, self._commit_by)
             timeout = None if wake_at is None else max(0.0, wake_at - time.monotonic())
-            if not self._guarded(self._wait, timeout):
+            if not self._guarded(self._wait, timeout, sweep=False):
                 time.sleep(0.01)  # printed already; do not spin on a wait that fails
             while inbox:
                 self._guarded(self._handle, inbox.popleft())
@@ -186,16 +195,23 @@ class Scheduler(Dispatches, LocalCalls, PoolBreaks, GroupCommits):
                 with contextlib.suppress(BlockingIOError):
                     os.read(self._wake_r, 4096)
 
-    def _guarded(self, step: Callable[..., None], *args: Any) -> bool:
-        """Run one step; a bug in it must not kill the thread every run depends on."""
+    def _guarded(self, step: Callable[..., None], *args: Any, sweep: bool = True) -> bool:
+        """Run one step; a bug in it must not kill the thread every run depends on, nor
+        leave the calls it was handling unfinished (their runs would wait for ever): the
+        calls it lost fail, with an error that names them (``_fail_lost``)."""
         try:
             step(*args)
-        except BaseException:  # pragma: no cover - reaching here is a procflow bug
+        except BaseException as exc:  # reaching here is a procflow bug
             import sys
             import traceback
 
             print("procflow: internal error in the scheduler (please report):", file=sys.stderr)
             traceback.print_exc()
+            if sweep:  # _wait holds no call: what it read waits in the channel
+                try:
+                    self._fail_lost(exc)
+                except BaseException:  # pragma: no cover - a bug in the sweep itself
+                    traceback.print_exc()
             return False
         return True
 
@@ -270,6 +286,7 @@ class Scheduler(Dispatches, LocalCalls, PoolBreaks, GroupCommits):
 
     # -- new calls and dependencies ------------------------------------------------------
     def _on_new_call(self, call: Call) -> None:
+        self._live[id(call)] = call
         for dep in call.deps:
             if not dep.done():
                 dependents = getattr(dep, "dependents", None)
