@@ -326,7 +326,9 @@ class Task(Generic[P, R]):
         Not once per process: a task defined in a script or a notebook travels by value,
         with the values of the globals it reads, and a later run must see them as they
         are then (a parameter changed between two invokes), as thread and inline tasks
-        do. Scheduler thread only.
+        do. What the pool's initializer set up in a worker reaches it there all the same,
+        where the driver has not changed it since (``_initglobals``). Scheduler thread
+        only.
         """
         payload = self._payloads.get(run)
         if payload is None:

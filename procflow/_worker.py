@@ -28,6 +28,7 @@ from ._claims import claim
 from ._context import CallInfo, current_call_var
 from ._entries import encode_attempt
 from ._futures import TaskFuture
+from ._initglobals import remember_initializer, share_initializer_globals
 from ._keys import canonical_json, digest
 from .errors import NotSerializableError, OutsideRunError, TaskError
 
@@ -263,6 +264,8 @@ def run_batch(specs: list[CallSpec], store_path: str | None = None) -> list[tupl
                 task = pickle.loads(
                     payload if isinstance(payload, bytes) else Path(payload).read_bytes()
                 )
+                # A script's task sees what the script's initializer set up (_initglobals).
+                share_initializer_globals(task)
                 if len(_task_cache) >= TASK_CACHE_SIZE:  # a payload per run: keep the last
                     del _task_cache[next(iter(_task_cache))]
                 _task_cache[payload] = task
@@ -504,6 +507,7 @@ def init_worker(
         connect_worker(*channel)
     attach_claims(claims)
     if initializer is not None:
+        remember_initializer(initializer)  # before it runs: see _initglobals
         initializer(*initargs)
 
 
