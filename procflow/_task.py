@@ -337,9 +337,9 @@ class Task(Generic[P, R]):
             try:
                 payload = cloudpickle.dumps(self)
             except Exception as exc:
-                raise TypeError(
-                    f"task {self.name!r} could not be pickled for a worker process "
-                    f"({type(exc).__name__}: {exc}). A task defined in a script, a notebook "
+                raise TypeError(  # dispatch_error names the task and the run
+                    f"cloudpickle failed on it ({type(exc).__name__}: {exc}). A task "
+                    "defined in a script, a notebook "
                     "or a function travels by value, with the globals and closure values "
                     "it reads: make those picklable, define the task at the top level of "
                     "an importable module, or run it with executor='thread'"

@@ -279,5 +279,6 @@ def test_a_scripts_task_that_cannot_be_pickled_fails_its_calls_with_the_fix(
     lines = out.splitlines()
     assert len(lines) == 3, out
     for line in lines:
-        assert line.startswith("NotSerializableError: task 'flow.work' cannot be sent"), line
+        assert line.startswith("ProcflowError: task 'flow.work' (a run of 'flow.main'"), line
+        assert "could not be sent to a worker process, and did not run" in line
         assert "cannot pickle '_thread.lock' object" in line and "importable module" in line
