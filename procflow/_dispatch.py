@@ -199,17 +199,19 @@ class Dispatches:
     def _admit(self: _Host, call: Call) -> bool:
         """Take a slot for the call, unless cancelled or its task is at max_concurrency.
 
-        A local call is marked running now; a process call when a worker starts it
-        (until then it may wait in the worker's queue, and cancel() can take it back).
+        An inline or async call is marked running now; a process call when a worker
+        starts it, a thread call when a thread of the pool takes it (until then it may
+        wait in the worker's or the pool's queue, and cancel() can take it back).
         """
         limit = call.task.max_concurrency
         running = self._running.get(call.task.name, 0)
         if limit is not None and running >= limit:
             self._held.setdefault(call.task.name, deque()).append(call)
             return False
-        admitted = (
-            not call.future.cancelled() if call.executor == "process" else call.mark_running()
-        )
+        if call.executor == "process" or call.executor == "thread":
+            admitted = not call.future.cancelled()
+        else:
+            admitted = call.mark_running()
         if not admitted:
             self._drop(call, None)
             return False
