@@ -8,6 +8,7 @@ and the pickled exception only if it survives a pickle round trip here.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import os
 import pickle
@@ -431,7 +432,10 @@ async def execute_async(
     except BaseException as exc:
         ok, payload = False, error_envelope(exc, call.policy)
     finally:
-        current_call_var.reset(token)
+        # A coroutine a closed loop abandoned is closed later by the garbage collector,
+        # in whatever context it runs in, where the token is not valid: nothing to undo.
+        with contextlib.suppress(ValueError):
+            current_call_var.reset(token)
     meta = {"pid": os.getpid(), "start": start, "end": time.time(), "cpu": None}
     return (info.call_id, ok, payload, meta)
 
