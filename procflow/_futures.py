@@ -46,7 +46,8 @@ _PENDING, _RUNNING, _FINISHED = cf._base.PENDING, cf._base.RUNNING, cf._base.FIN
 _UNRESOLVED = frozenset({_PENDING, _RUNNING})
 # Held to make a future's Condition, or to change the state of a future that has none.
 _MAKING = threading.Lock()
-_CANCELLED = frozenset({cf._base.CANCELLED, cf._base.CANCELLED_AND_NOTIFIED})
+_NOTIFIED = cf._base.CANCELLED_AND_NOTIFIED
+_CANCELLED = frozenset({cf._base.CANCELLED, _NOTIFIED})
 _FINAL = _CANCELLED | {_FINISHED}
 
 
@@ -119,6 +120,8 @@ class TaskFuture(cf.Future[T], Generic[T]):
     # makes the Condition). Most futures are never waited on while pending: the body
     # reaches them once they are done.
     def set_running_or_notify_cancel(self) -> bool:
+        if self._state == _NOTIFIED:  # cancel() notified the waiters already
+            return False
         if "_lazy_condition" not in self.__dict__:
             with _MAKING:
                 if "_lazy_condition" not in self.__dict__ and self._state == _PENDING:
@@ -172,6 +175,10 @@ class TaskFuture(cf.Future[T], Generic[T]):
             return False
         if not super().cancel():
             return False
+        # No executor will ever take it: tell wait() and as_completed() now, which count
+        # a cancelled future as done only once notified (concurrent.futures leaves that to
+        # the executor's set_running_or_notify_cancel()).
+        self.set_running_or_notify_cancel()
         on_cancel = self.on_cancel
         if on_cancel is not None:
             on_cancel()

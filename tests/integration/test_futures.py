@@ -90,6 +90,27 @@ def test_cancel_is_true_only_before_dispatch_and_the_call_never_runs(tmp_path: P
     assert read_log(log) == []
 
 
+def test_wait_and_as_completed_count_a_cancelled_call_as_done(tmp_path: Path) -> None:
+    # concurrent.futures counts a cancelled future as done only once an executor
+    # "notifies" it, which nothing did: wait() ran to its timeout with the cancelled
+    # call not done, and as_completed() without one never yielded it (found by a helper).
+    d = str(tmp_path)
+
+    @entrypoint(checkpointer=False, max_workers=1)
+    def main() -> list[Any]:
+        blocker = ct.gated(d, "b", "blocker")
+        assert wait_for_file(tmp_path / "started-b")  # the only worker is busy
+        queued, parked = ct.square(3), ct.add(blocker, 1)  # in the queue; on its input
+        ct.settle_scheduler()
+        cancelled = [queued.cancel(), parked.cancel()]
+        done, not_done = procflow.wait([queued, parked], timeout=T)
+        yielded = list(procflow.as_completed([queued, parked], timeout=T))
+        touch(tmp_path / "gate-b")
+        return [cancelled, done == {queued, parked}, not not_done, len(yielded)]
+
+    assert main.invoke() == [[True, True], True, True, 2]
+
+
 def test_cancel_a_call_parked_on_its_inputs(tmp_path: Path) -> None:
     d = str(tmp_path)
     log = str(tmp_path / "parked.log")
