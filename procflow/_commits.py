@@ -143,9 +143,12 @@ class GroupCommits:
                         else:
                             call.future.plain = plain
                             if _finish(call.future, None, value):
+                                # Counted before its dependents are woken: if waking one
+                                # raises (a procflow bug), the sweep fails that one, and
+                                # this call, gone from _live, must not keep its run open.
                                 self._live.pop(id(call), None)
-                                self._wake_dependents(call)
                                 succeeded += 1
+                                self._wake_dependents(call)
                                 continue
                     else:
                         if run.listener is not None:
@@ -169,8 +172,10 @@ class GroupCommits:
         the sweep after an internal error failed may still be met again)."""
         if self._live.pop(id(call), None) is None:
             return
-        self._wake_dependents(call)
-        call.run.call_finished(call)
+        try:
+            self._wake_dependents(call)
+        finally:  # told to the run even if waking a dependent raised (see above)
+            call.run.call_finished(call)
 
     def _wake_dependents(self, call: Call) -> None:
         dependents = getattr(call.future, "dependents", None)

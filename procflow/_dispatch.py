@@ -223,9 +223,16 @@ class Dispatches:
         if running > 0:
             self._running[call.task.name] = running - 1
         held = self._held.get(call.task.name)
-        if held:
+        while held:
             waiting = held.popleft()
+            if waiting.future.cancelled():
+                # Cancelled while it waited for the slot: settled here, and the slot goes
+                # to the next one (handed on, it was dropped at admission and nothing
+                # released again: every later held call of the task waited for ever).
+                self._drop(waiting, None)
+                continue
             if waiting.executor == "process":
                 self._ready.appendleft(waiting)
             else:
                 self._run_local(waiting)
+            break

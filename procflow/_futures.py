@@ -127,7 +127,10 @@ class TaskFuture(cf.Future[T], Generic[T]):
                 if "_lazy_condition" not in self.__dict__ and self._state == _PENDING:
                     self._state = _RUNNING
                     return True
-        return super().set_running_or_notify_cancel()
+        with self._condition:  # reentrant: concurrent.futures takes it again
+            if self._state == _NOTIFIED:  # cancel() got there first, under this lock
+                return False
+            return super().set_running_or_notify_cancel()
 
     def set_result(self, result: T) -> None:
         if not self._finish_without_condition(result, None):
@@ -177,8 +180,13 @@ class TaskFuture(cf.Future[T], Generic[T]):
             return False
         # No executor will ever take it: tell wait() and as_completed() now, which count
         # a cancelled future as done only once notified (concurrent.futures leaves that to
-        # the executor's set_running_or_notify_cancel()).
-        self.set_running_or_notify_cancel()
+        # the executor's set_running_or_notify_cancel()). Under the lock, so that a thread
+        # claiming the call meanwhile finds it notified, not in an unexpected state.
+        with self._condition:
+            if self._state == cf._base.CANCELLED:
+                self._state = _NOTIFIED
+                for waiter in self._waiters:
+                    waiter.add_cancelled(self)
         on_cancel = self.on_cancel
         if on_cancel is not None:
             on_cancel()

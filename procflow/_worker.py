@@ -409,6 +409,7 @@ async def execute_async(
     from ._failures import timeout_error
 
     start = time.time()
+    counts_token = _nested_counts.set({})  # its nested calls are counted afresh
     token = current_call_var.set(info)
     payload: Any
     try:
@@ -436,6 +437,7 @@ async def execute_async(
         # in whatever context it runs in, where the token is not valid: nothing to undo.
         with contextlib.suppress(ValueError):
             current_call_var.reset(token)
+            _nested_counts.reset(counts_token)
     meta = {"pid": os.getpid(), "start": start, "end": time.time(), "cpu": None}
     return (info.call_id, ok, payload, meta)
 

@@ -109,6 +109,20 @@ def whoami(tag: Any = None) -> list[Any]:
 
 
 @task(executor="thread")
+def square_thread(x: int) -> int:
+    return x * x
+
+
+@task(max_concurrency=1)
+def one_slot(directory: str, name: str) -> str:
+    """One call at a time: says it started, then waits for its gate."""
+    touch(os.path.join(directory, f"started-{name}"))
+    if not wait_for_file(os.path.join(directory, f"gate-{name}")):
+        raise AssertionError(f"gate-{name} was never opened")
+    return name
+
+
+@task(executor="thread")
 def whoami_thread(tag: Any = None) -> list[Any]:
     return whoami.fn(tag)
 
@@ -399,6 +413,12 @@ def seed_of(x: int) -> str:
     info = procflow.current_call()
     assert info is not None
     return info.call_id
+
+
+@task
+async def async_nested_seeds() -> list[str]:
+    """Two identical nested calls inside an async task: their call ids."""
+    return [seed_of(1).result(timeout=30), seed_of(1).result(timeout=30)]
 
 
 @task

@@ -110,6 +110,17 @@ def test_nested_calls_get_ids_of_their_own_take_futures_and_refuse_non_json_at_o
     assert seen["refused"] == "NotSerializableError"
 
 
+def test_identical_nested_calls_in_an_async_task_get_ids_of_their_own() -> None:
+    # Only sync tasks counted their nested calls: in an async task two identical nested
+    # calls shared one id, and so one per-call seed (found by a review).
+    @entrypoint(checkpointer=False, max_workers=1)
+    def main() -> list[str]:
+        return ct.async_nested_seeds().result(timeout=T)
+
+    first, second = main.invoke()
+    assert second == first + ".1"
+
+
 def test_initializer_runs_in_each_worker(tmp_path: Path) -> None:
     d = str(tmp_path)
     markers = tmp_path / "markers"

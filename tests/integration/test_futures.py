@@ -111,6 +111,26 @@ def test_wait_and_as_completed_count_a_cancelled_call_as_done(tmp_path: Path) ->
     assert main.invoke() == [[True, True], True, True, 2]
 
 
+def test_cancelling_a_call_held_for_max_concurrency_hands_the_slot_on(tmp_path: Path) -> None:
+    # The slot went to the cancelled call, which was dropped, and nothing released it
+    # again: every later call of the task waited for ever (found by a review).
+    d = str(tmp_path)
+
+    @entrypoint(checkpointer=False, max_workers=2)
+    def main() -> list[Any]:
+        first = ct.one_slot(d, "0")
+        assert wait_for_file(tmp_path / "started-0")
+        held, last = ct.one_slot(d, "1"), ct.one_slot(d, "2")  # held: one slot
+        ct.settle_scheduler()
+        cancelled = held.cancel()
+        touch(tmp_path / "gate-0")
+        touch(tmp_path / "gate-2")
+        return [cancelled, first.result(timeout=T), last.result(timeout=T)]
+
+    assert main.invoke() == [True, "0", "2"]
+    assert not (tmp_path / "started-1").exists()
+
+
 def test_cancel_a_call_parked_on_its_inputs(tmp_path: Path) -> None:
     d = str(tmp_path)
     log = str(tmp_path / "parked.log")

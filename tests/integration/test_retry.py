@@ -385,3 +385,44 @@ def test_a_retry_waiting_for_its_slot_when_the_body_raises_is_cancelled(tmp_path
     assert isinstance(a.exception(timeout=T), concurrent.futures.CancelledError)
     assert not (d / "started-a").exists()  # its second attempt never ran
     assert len(read_log(d / "ledger-a")) == 1  # one attempt ran
+
+
+def test_a_retry_waiting_out_its_back_off_when_the_body_raises_never_runs(
+    tmp_path: Path,
+) -> None:
+    # The body failed while a retry waited out a 60 s back-off: invoke waited it out,
+    # and the remaining attempts ran after the body had failed (found by a review).
+    ledger = str(tmp_path / "ledger")
+
+    @task(retry_policy=RetryPolicy(max_attempts=3, initial_interval=60.0, jitter=False))
+    def always_fails(path: str) -> int:
+        log_attempt(path)
+        raise RuntimeError("fails")
+
+    class Boom(Exception):
+        pass
+
+    @entrypoint(checkpointer=False, max_workers=1)
+    def flow() -> None:
+        failing = always_fails(ledger)
+        assert ct.wait_for_file(ledger)  # the first attempt ran, and failed
+        ct.settle_scheduler()  # its retry now waits out the back-off
+        seen.append(failing)
+        raise Boom
+
+    seen: list[Any] = []
+    outcome: list[BaseException] = []
+
+    def drive() -> None:
+        try:
+            flow.invoke()
+        except BaseException as exc:
+            outcome.append(exc)
+
+    driver = threading.Thread(target=drive, daemon=True)
+    driver.start()
+    driver.join(timeout=30)
+    assert not driver.is_alive(), "invoke waited out the retry's back-off"
+    assert [type(e) for e in outcome] == [Boom]
+    assert isinstance(seen[0].exception(timeout=T), concurrent.futures.CancelledError)
+    assert len(ledger_lines(ledger)) == 1

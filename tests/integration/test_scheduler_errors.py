@@ -93,14 +93,57 @@ def test_a_call_waiting_for_a_lost_input_fails_with_it(
     assert main.invoke() == 9
 
 
-def test_a_pool_that_cannot_start_fails_its_calls_instead_of_hanging() -> None:
-    # initargs that neither hash nor pickle: the pool cannot exist. Before, the pool
-    # lookup raised in the scheduler, which printed it, and every call waited for ever.
+@pytest.mark.parametrize("executor", ["process", "thread"])
+def test_a_call_whose_dependent_cannot_be_woken_still_ends_its_run(
+    monkeypatch: pytest.MonkeyPatch, executor: str
+) -> None:
+    # Waking the dependent raised after the finished call had left the registry but
+    # before it was counted: the sweep failed the dependent, and the run, one call short,
+    # waited for ever (found by a review).
+    original = Scheduler._make_ready
+    raised: list[bool] = []
+
+    def broken(self: Any, call: Any) -> None:
+        if call.deps and not raised:
+            raised.append(True)
+            raise RuntimeError("injected bug in _make_ready")
+        original(self, call)
+
+    monkeypatch.setattr(Scheduler, "_make_ready", broken)
+    task = ct.square if executor == "process" else ct.square_thread
+
+    @entrypoint(checkpointer=False, max_workers=1)
+    def main() -> str:
+        first = task(2)
+        second = task(first)  # woken when `first` resolves: that step raises
+        with pytest.raises(ProcflowError, match="internal error"):
+            second.result(timeout=T)
+        return f"first {first.result(timeout=T)}"
+
+    ended: list[Any] = []
+    driver = threading.Thread(target=lambda: ended.append(main.invoke()), daemon=True)
+    driver.start()
+    driver.join(timeout=60)
+    assert not driver.is_alive(), "invoke never returned"
+    assert ended == ["first 4"] and raised
+
+
+@pytest.mark.parametrize(
+    "initargs",
+    [({"lock": threading.Lock()},), (threading.Lock(),)],
+    ids=["unhashable", "hashable"],
+)
+def test_a_pool_that_cannot_start_fails_its_calls_instead_of_hanging(
+    initargs: tuple[Any, ...],
+) -> None:
+    # initargs that do not pickle: the pool cannot exist. Before, the pool lookup raised
+    # in the scheduler, which printed it, and every call waited for ever; hashable ones
+    # reached loky, whose bare TypeError named neither the task nor the settings.
     @entrypoint(
         checkpointer=False,
         max_workers=1,
         initializer=ct.keep_config,
-        initargs=({"lock": threading.Lock()},),
+        initargs=initargs,
     )
     def main() -> list[str]:
         errors = []
