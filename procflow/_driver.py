@@ -390,14 +390,20 @@ class _RunDriver(Generic[R]):
 def _progress_for(
     driver: _RunDriver[Any], progress: bool | None
 ) -> contextlib.AbstractContextManager[Any]:
-    """The live progress bar on stderr, when asked for (or stderr is a terminal)."""
+    """The live progress bar on stderr, when asked for (or stderr is a terminal). Made
+    before the run is driven: if making it fails, the run's claim is given up here, as
+    ``drive`` would release it at its end."""
     if progress is None:
         progress = sys.stderr.isatty()
     if not progress:
         return contextlib.nullcontext()
-    from ._progress import ProgressBar
+    try:
+        from ._progress import ProgressBar
 
-    bar = ProgressBar(driver.run_id)
+        bar = ProgressBar(driver.run_id)
+    except BaseException:
+        driver.abandon()
+        raise
     driver.add_listener(bar.on_event)
     return bar
 
@@ -445,11 +451,13 @@ def _install_sigterm() -> Callable[[], None]:
     except ValueError:  # pragma: no cover - not the main interpreter
         return lambda: None
 
-    def restore() -> None:
-        # None: a handler installed outside Python, which cannot be put back from here.
-        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+    return functools.partial(_restore_sigterm, previous)
 
-    return restore
+
+def _restore_sigterm(previous: Any) -> None:
+    """Put back the SIGTERM handler found before. None: a handler installed outside
+    Python, which cannot be put back from here."""
+    signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
 class _SigtermWatch:
@@ -513,9 +521,7 @@ def _unwatch_sigterm(loop: asyncio.AbstractEventLoop) -> None:
     previous, _ = _sigterm_watches.pop(loop)
     with contextlib.suppress(RuntimeError, ValueError):  # pragma: no cover - a closed loop
         loop.remove_signal_handler(signal.SIGTERM)
-    # remove_signal_handler leaves SIG_DFL. None: a handler installed outside Python,
-    # which cannot be put back from here.
-    signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+    _restore_sigterm(previous)  # remove_signal_handler leaves SIG_DFL
 
 
 def being_cancelled() -> bool:

@@ -12,6 +12,7 @@ import asyncio
 import concurrent.futures as cf
 import contextlib
 import contextvars
+import functools
 import inspect
 import os
 import queue
@@ -219,21 +220,14 @@ class Entrypoint(Generic[R]):
         if driver.finished:
             yield driver.finished_event()
             return
+        bar = _progress_for(driver, bool(progress))  # before the handler it would leave
         events: queue.SimpleQueue[Any] = queue.SimpleQueue()
         driver.add_listener(events.put)
         outcome: dict[str, Any] = {}
-
-        def drive() -> None:
-            try:
-                outcome["result"] = driver.drive(lambda: self._run_body_sync(driver))
-            except BaseException as exc:
-                outcome["error"] = exc
-            finally:
-                events.put(_END)
-
+        drive = functools.partial(self._drive_for_stream, driver, outcome, events.put)
         worker = threading.Thread(target=drive, name="procflow-stream", daemon=True)
         restore = _install_sigterm()
-        with _progress_for(driver, bool(progress)):
+        with bar:
             worker.start()
             try:
                 while True:
@@ -281,21 +275,10 @@ class Entrypoint(Generic[R]):
         if driver.finished:
             yield driver.finished_event()
             return
-        try:
-            bar = _progress_for(driver, bool(progress))
-        except BaseException:  # before drive(), which releases the run at its end
-            driver.abandon()
-            raise
+        bar = _progress_for(driver, bool(progress))
         driver.add_listener(put)
         outcome: dict[str, Any] = {}
-
-        def drive() -> None:
-            try:
-                outcome["result"] = driver.drive(lambda: self._run_body_sync(driver))
-            except BaseException as exc:
-                outcome["error"] = exc
-            finally:
-                put(_END)
+        drive = functools.partial(self._drive_for_stream, driver, outcome, put)
 
         # The helper thread's stack has no frame of the caller's: pin it for the run's
         # warnings. The thread is the loop's default executor's, so asyncio.run waits for
@@ -355,11 +338,7 @@ class Entrypoint(Generic[R]):
 
     async def _adrive(self, driver: _RunDriver[R], progress: bool | None) -> R:
         if self.is_async:
-            try:
-                bar = _progress_for(driver, progress)
-            except BaseException:  # before adrive(), which releases the run at its end
-                driver.abandon()
-                raise
+            bar = _progress_for(driver, progress)
             driver.run.use_loop(asyncio.get_running_loop())
             with bar:
                 return await driver.adrive(self._run_body_async(driver))
@@ -404,13 +383,20 @@ class Entrypoint(Generic[R]):
         checkpointer = self.checkpointer if store is _NO_INPUT else store
         return _RunDriver(self, input, command, run_id, checkpointer, rerun_changed, max_workers)
 
-    def _drive_sync(self, driver: _RunDriver[R], progress: bool | None) -> R:
+    def _drive_for_stream(
+        self, driver: _RunDriver[R], outcome: dict[str, Any], put: Callable[[Any], None]
+    ) -> None:
+        """Drive the run in a stream's helper thread: its result or error goes into
+        ``outcome``, and ``_END`` after its last event."""
         try:
-            bar = _progress_for(driver, progress)
-        except BaseException:  # before drive(), which releases the run at its end
-            driver.abandon()
-            raise
-        with bar:
+            outcome["result"] = driver.drive(lambda: self._run_body_sync(driver))
+        except BaseException as exc:
+            outcome["error"] = exc
+        finally:
+            put(_END)
+
+    def _drive_sync(self, driver: _RunDriver[R], progress: bool | None) -> R:
+        with _progress_for(driver, progress):
             return driver.drive(lambda: self._run_body_sync(driver))
 
     def _run_body_sync(self, driver: _RunDriver[R]) -> Any:
