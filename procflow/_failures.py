@@ -6,10 +6,8 @@ not be dispatched), and the small decisions around them. ``PoolBreaks`` and
 
 from __future__ import annotations
 
-import functools
 import time
 from collections import deque
-from collections.abc import Callable
 from concurrent.futures import CancelledError
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -226,9 +224,8 @@ class _LostHost(Protocol):
     _local: dict[int, Call]
     _dispatched: dict[int, Call]
     _inflight: dict[Future[Any], tuple[_pool.Pool, list[tuple[int, Call]]]]
-    _timers: list[tuple[float, int, Callable[[], None]]]
 
-    def _retry(self, call: Call) -> None: ...
+    def _waiting_retries(self) -> list[Call]: ...
     def _release(self, call: Call) -> None: ...
     def _drop(self, call: Call, exc: BaseException | None) -> None: ...
 
@@ -257,9 +254,7 @@ class LostCalls:
         held.update(map(id, self._local.values()))  # its thread or loop posts its outcome
         in_flight = {token for _, batch in self._inflight.values() for token, _ in batch}
         held.update(id(call) for token, call in self._dispatched.items() if token in in_flight)
-        for _, _, callback in self._timers:
-            if isinstance(callback, functools.partial) and callback.func == self._retry:
-                held.update(id(arg) for arg in callback.args)
+        held.update(map(id, self._waiting_retries()))
         unsettled = {id(call.future) for call in self._live.values()}
         lost = [
             call

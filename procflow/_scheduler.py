@@ -451,6 +451,14 @@ class Scheduler(Dispatches, LocalCalls, PoolBreaks, LostCalls, GroupCommits):
             return
         self._to_commit.append((call, False, payload, meta))
 
+    def _waiting_retries(self) -> list[Call]:
+        """The calls waiting out a retry's back-off (their timers call ``_retry``)."""
+        return [
+            callback.args[0]
+            for _, _, callback in self._timers
+            if isinstance(callback, functools.partial) and callback.func == self._retry
+        ]
+
     def _retry(self, call: Call) -> None:
         if call.future.done():  # dropped while it waited out its back-off (cancel_run)
             return
@@ -477,11 +485,9 @@ class Scheduler(Dispatches, LocalCalls, PoolBreaks, LostCalls, GroupCommits):
         for call in list(self._dispatched.values()):
             if call.run is run and not call.running:
                 call.future.cancel()  # waiting in a worker's queue: revoked, never runs
-        for _, _, callback in self._timers:
-            if isinstance(callback, functools.partial) and callback.func == self._retry:
-                waiting: Call = callback.args[0]
-                if waiting.run is run:  # waiting out a retry's back-off: not started
-                    self._drop(waiting, None)  # its timer then finds it done
+        for waiting in self._waiting_retries():
+            if waiting.run is run:  # waiting out a retry's back-off: not started
+                self._drop(waiting, None)  # its timer then finds it done
         self.cancel_threads(run)  # waiting for a free thread: taken back, never run
 
     def stop_run_workers(self, run: Any) -> None:
