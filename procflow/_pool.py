@@ -83,31 +83,24 @@ def _key_part(value: Any, what: str) -> Any:
         pass
     import hashlib
 
+    pickled = _pickled_setting(value, what)
+    return _Pickled(hashlib.blake2b(pickled, digest_size=20).hexdigest())
+
+
+def _pickled_setting(value: Any, what: str) -> bytes:
+    """A pool setting as its workers receive it, or a TypeError that says so. Checked
+    before a pool starts, whatever the setting's hashability: settings that hash but do
+    not pickle (a lock, an object holding a connection) made loky's submit fail with a
+    bare TypeError that named neither the task nor the settings; this one reaches the
+    calls through ``_dispatch_failed``, with the task and the run."""
     import cloudpickle
 
     try:
-        pickled = cloudpickle.dumps(value)
+        return bytes(cloudpickle.dumps(value))
     except Exception as exc:
         raise TypeError(
             f"the pool's {what} cannot be pickled, and each worker process receives them "
             f"pickled ({type(exc).__name__}: {exc}); pass values that pickle"
-        ) from exc
-    return _Pickled(hashlib.blake2b(pickled, digest_size=20).hexdigest())
-
-
-def _check_pickles(initializer: Callable[..., Any] | None, initargs: tuple[Any, ...]) -> None:
-    """Before a pool starts: settings that hash but do not pickle (a lock, an object
-    holding a connection) made loky's submit fail with a bare TypeError that named
-    neither the task nor the settings; this one reaches the calls through
-    ``_dispatch_failed``, with the task and the run."""
-    import cloudpickle
-
-    try:
-        cloudpickle.dumps((initializer, initargs))
-    except Exception as exc:
-        raise TypeError(
-            "the pool's initializer or initargs cannot be pickled, and each worker process "
-            f"receives them pickled ({type(exc).__name__}: {exc}); pass values that pickle"
         ) from exc
 
 
@@ -277,7 +270,7 @@ def get_pool(
         if pool is None or pool.broken:
             if pool is not None:
                 pool.shutdown(kill=True)
-            _check_pickles(initializer, tuple(initargs))
+            _pickled_setting((initializer, tuple(initargs)), "initializer or initargs")
             pool = Pool(workers, initializer, tuple(initargs), channel, claims)
             _pools[key] = pool
             global _atexit_registered
