@@ -52,6 +52,7 @@ __all__ = [
     "parse_duration",
     "peak_concurrency",
     "record_fields",
+    "run_duration",
     "status_text",
     "render_text",
     "short_call",
@@ -310,20 +311,29 @@ def analyze(record: dict[str, Any], entries: list[dict[str, Any]]) -> Analysis:
 def summarize_run(
     record: dict[str, Any], entries: list[dict[str, Any]], now: float, alive: bool = True
 ) -> dict[str, Any]:
-    """The figures of the ``runs`` listing: calls, failed calls, duration. A run whose
-    process died without recording an end (``alive`` false) lasted until its last
-    attempt ended, not until now."""
+    """The figures of the ``runs`` listing: calls, failed calls, duration."""
     calls, _ = merge_calls(entries)
+    failed = sum(1 for c in calls if c.status == "error")
+    return {
+        "tasks": len(calls),
+        "failed": failed,
+        "duration": run_duration(record, calls, now, alive),
+    }
+
+
+def run_duration(
+    record: dict[str, Any], calls: list[Call], now: float, alive: bool = True
+) -> float | None:
+    """How long the run took, or has taken so far. A run whose process died without
+    recording an end (``alive`` false) lasted until its last attempt ended, not until
+    now."""
     started, ended = record.get("started_at"), record.get("ended_at")
     if not isinstance(ended, (int, float)) and not alive:
         ends = [a.get("end") for c in calls for a in c.attempts]
         ended = max((e for e in ends if isinstance(e, (int, float))), default=started)
-    if isinstance(started, (int, float)):
-        duration: float | None = (ended if isinstance(ended, (int, float)) else now) - started
-    else:
-        duration = None
-    failed = sum(1 for c in calls if c.status == "error")
-    return {"tasks": len(calls), "failed": failed, "duration": duration}
+    if not isinstance(started, (int, float)):
+        return None
+    return (ended if isinstance(ended, (int, float)) else now) - started
 
 
 def call_json(c: Call) -> dict[str, Any]:
@@ -398,7 +408,7 @@ def status_text(record: dict[str, Any]) -> str:
 
 
 def record_fields(record: dict[str, Any], status: str, took: float | None) -> list[tuple[str, str]]:
-    """The record's fields as ``show`` lists them (``took``: from ``summarize_run``)."""
+    """The record's fields as ``show`` lists them (``took``: from ``run_duration``)."""
     started, ended = record.get("started_at"), record.get("ended_at")
     fields = [
         ("run", str(record.get("run_id"))),

@@ -324,9 +324,8 @@ def show(run_id: str, as_json: bool, limit: int, store_dir: str | None, debug: b
     """A run's record, its calls and the errors of failed calls."""
     store = _store(store_dir)
     record = _record(store, run_id)
-    entries = store.load_entries(run_id)
     calls, _ = _report.merge_calls(
-        entries,
+        store.load_entries(run_id),
         record.get("resumed_at"),
         record.get("attempts"),
         record.get("not_reused") or (),
@@ -340,7 +339,7 @@ def show(run_id: str, as_json: bool, limit: int, store_dir: str | None, debug: b
     info = Table.grid(padding=(0, 2))
     # A run whose process died lasted until its last attempt ended, as `runs` says.
     alive = owner_alive(record.get("owner"))
-    took = _report.summarize_run(record, entries, time.time(), alive)["duration"]
+    took = _report.run_duration(record, calls, time.time(), alive)
     for key, value in _report.record_fields(record, _report.status_text(record), took):
         info.add_row(key, escape(value))
     table = Table(box=None, pad_edge=False, title_justify="left", title=f"\n{len(calls)} calls")
