@@ -98,6 +98,12 @@ class Dispatches:
                 self._dispatch_failed(head, batch, exc)
 
     def _submit_batch(self: _Host, pool: _pool.Pool, batch: list[Call]) -> None:
+        run = batch[0].run  # a batch holds calls of one task and one run
+        pickled = batch[0].task.payload(run)
+        payload: bytes | str = pickled
+        if len(pickled) > _payloads.INLINE_BYTES:  # once per run, through a file
+            with contextlib.suppress(OSError):  # no room for it: inline, as before
+                payload = run.payload_path(pickled)
         specs = []
         for call in batch:
             call.started = 0.0
@@ -107,11 +113,6 @@ class Dispatches:
             self.claims.reset(token)
             if not call.running:
                 call.future.revoke = functools.partial(self.claims.revoke, token)
-            pickled = call.task.payload(call.run)
-            payload: bytes | str = pickled
-            if len(pickled) > _payloads.INLINE_BYTES:  # once per run, through a file
-                with contextlib.suppress(OSError):  # no room for it: inline, as before
-                    payload = call.run.payload_path(pickled)
             specs.append(
                 (
                     call.token,
@@ -123,7 +124,7 @@ class Dispatches:
                     call.policy,
                 )
             )
-        store = batch[0].run.store
+        store = run.store
         fut = pool.submit(run_batch, specs, str(store.path) if store is not None else None)
         self._inflight[fut] = (pool, [(call.token, call) for call in batch])
         fut.add_done_callback(functools.partial(self._batch_callback, pool=pool))

@@ -339,10 +339,10 @@ class Task(Generic[P, R]):
             except Exception as exc:
                 raise TypeError(  # dispatch_error names the task and the run
                     f"cloudpickle failed on it ({type(exc).__name__}: {exc}). A task "
-                    "defined in a script, a notebook "
-                    "or a function travels by value, with the globals and closure values "
-                    "it reads: make those picklable, define the task at the top level of "
-                    "an importable module, or run it with executor='thread'"
+                    "defined in a script, a notebook or a function travels by value, with "
+                    "the globals and closure values it reads: make those picklable, define "
+                    "the task at the top level of an importable module, or run it with "
+                    "executor='thread'"
                 ) from exc
             self._payloads[run] = payload
         return payload

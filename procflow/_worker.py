@@ -339,9 +339,10 @@ def run_nested(
     # attempt, so that current_call() gives each nested call a seed of its own.
     key = digest(task.name + "\x1f" + canonical_json([plain_args, plain_kwargs]))[:16]
     counts = _nested_counts.get()
-    nth = counts.get((parent.call_id, key), 0) if counts is not None else 0
-    if counts is not None:
-        counts[(parent.call_id, key)] = nth + 1
+    if counts is None:  # not inside execute(): nothing to count against
+        counts = {}
+    nth = counts.get((parent.call_id, key), 0)
+    counts[(parent.call_id, key)] = nth + 1
     call_id = f"{parent.call_id}/{task.name}/{key}" + (f".{nth}" if nth else "")
     future: TaskFuture[Any] = TaskFuture(task.name, call_id)
     future.observed = True
