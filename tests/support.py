@@ -8,9 +8,11 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = ROOT / "tests" / "scripts"
@@ -73,3 +75,25 @@ def pid_alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
+
+
+def within(fn: Callable[[], Any], timeout: float) -> Any:
+    """``fn()``'s result, or its exception raised here, run in a daemon thread: one that
+    has not returned after ``timeout`` seconds (a hung run) fails the test instead of
+    hanging the suite."""
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = fn()
+        except BaseException as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        raise AssertionError(f"still running after {timeout} s: it hangs")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]

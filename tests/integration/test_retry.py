@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
-import threading
 from pathlib import Path
 from typing import Any
 
 import core_tasks as ct
 import pytest
 from core_tasks import read_log, touch
+from support import within
 
 import procflow
 from procflow import RetryPolicy, entrypoint, task
@@ -368,19 +368,8 @@ def test_a_retry_waiting_for_its_slot_when_the_body_raises_is_cancelled(tmp_path
         raise Boom
 
     seen: list[Any] = []
-    outcome: list[BaseException] = []
-
-    def drive() -> None:
-        try:
-            flow.invoke(run_id="held-retry")
-        except BaseException as exc:
-            outcome.append(exc)
-
-    driver = threading.Thread(target=drive, daemon=True)
-    driver.start()
-    driver.join(timeout=60)
-    assert not driver.is_alive(), "invoke never returned"
-    assert [type(e) for e in outcome] == [Boom]
+    with pytest.raises(Boom):
+        within(lambda: flow.invoke(run_id="held-retry"), timeout=60)
     [a] = seen
     assert isinstance(a.exception(timeout=T), concurrent.futures.CancelledError)
     assert not (d / "started-a").exists()  # its second attempt never ran
@@ -411,18 +400,7 @@ def test_a_retry_waiting_out_its_back_off_when_the_body_raises_never_runs(
         raise Boom
 
     seen: list[Any] = []
-    outcome: list[BaseException] = []
-
-    def drive() -> None:
-        try:
-            flow.invoke()
-        except BaseException as exc:
-            outcome.append(exc)
-
-    driver = threading.Thread(target=drive, daemon=True)
-    driver.start()
-    driver.join(timeout=30)
-    assert not driver.is_alive(), "invoke waited out the retry's back-off"
-    assert [type(e) for e in outcome] == [Boom]
+    with pytest.raises(Boom):
+        within(flow.invoke, timeout=30)  # not waiting out the retry's 60 s back-off
     assert isinstance(seen[0].exception(timeout=T), concurrent.futures.CancelledError)
     assert len(ledger_lines(ledger)) == 1
